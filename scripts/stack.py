@@ -1,0 +1,265 @@
+"""Runs the whole stack natively: ASR service, chat service, gateway and nginx.
+
+`make run` calls `python scripts/stack.py run`; the tests import `Stack` and
+start the same processes on free ports. Standard library only, so any Python
+can run it. Each service runs from its own virtualenv (.venv/NAME), which the
+Makefile creates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NGINX_TEMPLATES = REPO / "frontend" / "nginx"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class StackConfig:
+    """Ports and folders; defaults are those of docs/configuration.md."""
+
+    http_port: int = 8080
+    https_port: int = 8443
+    gateway_port: int = 8000
+    asr_port: int = 50051
+    chat_port: int = 50052
+    max_upload_mb: int = 25
+    run_dir: Path = REPO / ".run"
+    models_dir: Path = REPO / ".cache" / "models"
+    venvs: Path = REPO / ".venv"
+    # Extra variables for every service (CHAT_BACKEND, OLLAMA_URL, ASR_MODEL…).
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_environment(cls) -> "StackConfig":
+        env = os.environ
+        return cls(http_port=int(env.get("NGINX_HTTP_PORT", 8080)), https_port=int(env.get("NGINX_HTTPS_PORT", 8443)),
+                   gateway_port=int(env.get("GATEWAY_PORT", 8000)), asr_port=int(env.get("ASR_PORT", 50051)),
+                   chat_port=int(env.get("CHAT_PORT", 50052)), max_upload_mb=int(env.get("MAX_UPLOAD_MB", 25)),
+                   models_dir=Path(env.get("MODELS_DIR", REPO / ".cache" / "models")).resolve())
+
+    @classmethod
+    def on_free_ports(cls, run_dir: Path, **overrides) -> "StackConfig":
+        ports = dict(http_port=free_port(), https_port=free_port(), gateway_port=free_port(),
+                     asr_port=free_port(), chat_port=free_port())
+        return cls(run_dir=run_dir, **{**ports, **overrides})
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.run_dir / "tls"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def https_url(self) -> str:
+        return f"https://127.0.0.1:{self.https_port}"
+
+    def service_env(self) -> dict[str, str]:
+        """The variables every service reads (docs/configuration.md)."""
+        return {
+            "MODELS_DIR": str(self.models_dir), "MAX_UPLOAD_MB": str(self.max_upload_mb),
+            "ASR_HOST": "127.0.0.1", "ASR_PORT": str(self.asr_port),
+            "CHAT_HOST": "127.0.0.1", "CHAT_PORT": str(self.chat_port),
+            "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(self.gateway_port),
+            "ASR_ADDR": f"127.0.0.1:{self.asr_port}", "CHAT_ADDR": f"127.0.0.1:{self.chat_port}",
+            **self.extra_env,
+        }
+
+
+# --- TLS -------------------------------------------------------------------
+
+def local_addresses() -> list[str]:
+    """This machine's own addresses, so the certificate also names its LAN IP
+    (the browser's microphone needs HTTPS when the page is opened from another machine)."""
+    found = {"127.0.0.1", "::1"}
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None):
+            found.add(info[4][0])
+    except OSError:
+        pass
+    return sorted(a for a in found if not ipaddress.ip_address(a.split("%")[0]).is_link_local)
+
+
+def ensure_certificate(tls_dir: Path) -> None:
+    """Makes a self-signed certificate at first start; later starts reuse it."""
+    cert, key = tls_dir / "cert.pem", tls_dir / "key.pem"
+    if cert.exists() and key.exists():
+        return
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    names = ["DNS:localhost", f"DNS:{socket.gethostname()}"]
+    names += [f"DNS:{n}" for n in os.environ.get("TLS_HOSTNAMES", "").split(",") if n.strip()]
+    names += [f"IP:{a}" for a in local_addresses()]
+    # A fixed argument list (no shell); nothing in it comes from a request.
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "825",
+                    "-subj", "/CN=chatbot.local", "-addext", "subjectAltName=" + ",".join(names),
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    key.chmod(0o600)
+
+
+# --- nginx -----------------------------------------------------------------
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if not found:
+        raise SystemExit("nginx is not installed: run `sudo apt-get install -y nginx` (make run does it as root)")
+    return found
+
+
+def render_nginx(config: StackConfig) -> Path:
+    """Fills the same templates the Docker image uses; nginx's own $variables
+    are written without braces and left alone by safe_substitute."""
+    nginx_dir = config.run_dir / "nginx"
+    nginx_dir.mkdir(parents=True, exist_ok=True)
+    values = {"NGINX_HTTP_PORT": config.http_port, "NGINX_HTTPS_PORT": config.https_port,
+              "GATEWAY_ADDR": f"127.0.0.1:{config.gateway_port}", "MAX_UPLOAD_MB": config.max_upload_mb,
+              "STATIC_ROOT": REPO / "frontend" / "public", "TLS_CERT_DIR": config.tls_dir, "NGINX_RUN_DIR": nginx_dir}
+    for template, output in (("default.conf.template", "default.conf"), ("nginx.conf.native", "nginx.conf")):
+        text = string.Template((NGINX_TEMPLATES / template).read_text()).safe_substitute(values)
+        (nginx_dir / output).write_text(text)
+    return nginx_dir / "nginx.conf"
+
+
+# --- processes -------------------------------------------------------------
+
+@dataclass
+class Service:
+    name: str
+    command: list[str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+
+    def start(self, env: dict[str, str]) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        # Own session: Ctrl-C reaches only the launcher, which then stops the
+        # services in order instead of all at once.
+        self.process = subprocess.Popen(self.command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 15) -> None:
+        if not self.running():
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        logs = config.run_dir / "logs"
+        python = lambda venv: str(config.venvs / venv / "bin" / "python")  # noqa: E731
+        self.services = [
+            Service("asr", [python("asr"), "-m", "asr_service"], logs / "asr.log"),
+            Service("chat", [python("chat"), "-m", "vision_chat_service"], logs / "chat.log"),
+            Service("gateway", [python("gateway"), "-m", "gateway"], logs / "gateway.log"),
+        ]
+
+    def start(self, timeout: float = 600) -> None:
+        """Starts everything and returns once /readyz answers 200 through nginx."""
+        ensure_certificate(self.config.tls_dir)
+        nginx_conf = render_nginx(self.config)
+        self.services.append(Service("nginx", [nginx_binary(), "-p", str(nginx_conf.parent), "-c", str(nginx_conf),
+                                               "-g", "daemon off;"], self.config.run_dir / "logs" / "nginx.log"))
+        env = {**os.environ, **self.config.service_env(), "PYTHONUNBUFFERED": "1"}
+        for service in self.services:
+            service.start(env)
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                with urllib.request.urlopen(self.config.url + "/readyz", timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"the stack was not ready within {timeout:.0f} s; logs in {self.config.run_dir / 'logs'}")
+
+    def check_alive(self) -> None:
+        for service in self.services:
+            if service.process is not None and not service.running():
+                raise RuntimeError(f"{service.name} exited with code {service.process.returncode}; "
+                                   f"last lines of {service.log_path}:\n{service.log_tail()}")
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+
+
+def run(config: StackConfig) -> int:
+    """`make run`: start, print the address, wait for Ctrl-C, stop everything."""
+    stack = Stack(config)
+    stop_requested = False
+
+    def request_stop(signum, frame):
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    started = time.monotonic()
+    print(f"starting the stack (logs in {config.run_dir / 'logs'}) …", flush=True)
+    try:
+        stack.start()
+        print(f"ready in {time.monotonic() - started:.1f} s\n"
+              f"  open {config.url}  (or {config.https_url} from another machine: the microphone needs HTTPS)\n"
+              "  Ctrl-C stops everything", flush=True)
+        while not stop_requested:
+            stack.check_alive()
+            time.sleep(0.5)
+        return 0
+    except (RuntimeError, TimeoutError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping …", flush=True)
+        stack.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["run"], help="run: start everything in the foreground")
+    parser.parse_args(argv)
+    return run(StackConfig.from_environment())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

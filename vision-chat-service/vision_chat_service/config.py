@@ -1,0 +1,55 @@
+"""Settings of the chat service, read from the environment (docs/configuration.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# What CHAT_MODEL means when it is left empty, per backend.
+DEFAULT_MODELS = {"transformers": "smollm2-135m-instruct", "ollama": "llama3.2-vision"}
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Field names are the environment variable names (matched case-insensitively)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    chat_host: str = "127.0.0.1"
+    chat_port: int = Field(50052, ge=0, le=65535)
+    chat_backend: Literal["transformers", "ollama"] = "transformers"
+    chat_model: str = ""
+    chat_max_tokens: int = Field(256, ge=1, le=32768)
+    # Used when a request sets none. Small models ramble at higher values
+    # (SmolLM2's authors suggest 0.2).
+    chat_temperature: float = Field(0.2, ge=0, le=2)
+    chat_device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Generations run one after another per worker; callers beyond the queue get
+    # RESOURCE_EXHAUSTED at once rather than waiting without bound.
+    chat_workers: int = Field(1, ge=1, le=64)
+    chat_max_queue: int = Field(8, ge=0, le=1024)
+    models_dir: Path = Path(".cache/models")
+    max_upload_mb: int = Field(25, ge=1, le=1024)
+    ollama_url: str = "http://127.0.0.1:11434"
+    ollama_keep_alive: str = "30m"
+    log_level: str = "INFO"
+
+    @field_validator("ollama_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("OLLAMA_URL must start with http:// or https://")
+        return value.rstrip("/")
+
+    @property
+    def model_name(self) -> str:
+        return self.chat_model or DEFAULT_MODELS[self.chat_backend]
+
+    @property
+    def max_message_bytes(self) -> int:
+        """gRPC message limit: the upload limit plus headroom for the envelope."""
+        return (self.max_upload_mb + 1) * MIB

@@ -1,0 +1,46 @@
+"""Entry point: `python -m vision_chat_service` serves ChatService on CHAT_HOST:CHAT_PORT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from chatbot_protos.chat.v1 import chat_pb2, chat_pb2_grpc
+from chatbot_protos.serving import ModelServer
+
+from .backends import create_backend
+from .config import Settings
+from .servicer import ChatServicer
+
+SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
+log = logging.getLogger("vision_chat_service")
+
+
+async def serve(settings: Settings) -> int:
+    backend = create_backend(settings)
+    server = ModelServer([SERVICE_NAME], settings.max_message_bytes)
+    chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(backend), server.server)
+    port = server.bind(settings.chat_host, settings.chat_port)
+    # The launcher and the tests read this line to learn the port when it was 0.
+    log.info("vision-chat-service listening on %s:%d (backend %s, model %s)",
+             settings.chat_host, port, settings.chat_backend, settings.model_name)
+    try:
+        await server.run(backend.start)
+    finally:
+        await backend.close()
+    return 1 if server.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Chat gRPC service. Settings come from the environment "
+                                                 "(see docs/configuration.md); flags override them.")
+    parser.add_argument("--port", type=int, help="overrides CHAT_PORT (0 = any free port)")
+    parser.add_argument("--backend", choices=["transformers", "ollama"], help="overrides CHAT_BACKEND")
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in {"chat_port": args.port, "chat_backend": args.backend}.items() if v is not None}
+    settings = Settings(**overrides)
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(serve(settings))

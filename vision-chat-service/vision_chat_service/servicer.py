@@ -1,0 +1,48 @@
+"""gRPC ChatService: converts protobuf to domain types, asks the backend, converts back."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from chatbot_protos.chat.v1 import chat_pb2, chat_pb2_grpc
+
+from .backends import ChatBackend
+from .domain import ChatFinal, delta_to_pb, final_to_pb, request_from_pb
+from .errors import ChatError, status_for
+
+log = logging.getLogger(__name__)
+
+
+class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
+    def __init__(self, backend: ChatBackend) -> None:
+        self._backend = backend
+
+    async def Chat(self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext):
+        model = request.model or self._backend.models()[0].name
+        try:
+            chat_request = request_from_pb(request)
+            async for event in self._backend.stream(chat_request):
+                if isinstance(event, ChatFinal):
+                    yield final_to_pb(event, model)
+                else:
+                    yield delta_to_pb(event, model)
+        except Exception as error:
+            await _abort(context, error)
+
+    async def ListModels(self, request: chat_pb2.ListModelsRequest, context: grpc.aio.ServicerContext):
+        return chat_pb2.ListModelsResponse(models=[
+            chat_pb2.ModelInfo(name=m.name, backend=m.backend, vision=m.vision,
+                               max_images_per_message=m.max_images_per_message,
+                               base_model=m.base_model, context_length=m.context_length)
+            for m in self._backend.models()
+        ])
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: Exception) -> None:
+    code, message = status_for(error)
+    if isinstance(error, ChatError):
+        log.info("chat refused (%s): %s", code.name, message)
+    else:
+        log.exception("chat failed")
+    await context.abort(code, message)
