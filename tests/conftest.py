@@ -1,0 +1,54 @@
+"""Session fixtures: the whole stack, started once as real processes on free ports.
+
+The same launcher that `make run` uses (scripts/stack.py) starts the ASR
+service, the chat service, the gateway and nginx; models are provisioned into
+the repository's .cache/models and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from scripts.stack import Stack, StackConfig
+
+# Short answers keep the suite quick on a 2-core CPU; length is not under test.
+TEST_MAX_TOKENS = "24"
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Stack:
+    config = StackConfig.on_free_ports(tmp_path_factory.mktemp("stack"),
+                                       extra_env={"CHAT_MAX_TOKENS": TEST_MAX_TOKENS})
+    running = Stack(config)
+    try:
+        running.start(timeout=900)
+    except BaseException:
+        running.stop()
+        raise
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def nginx_url(stack: Stack) -> str:
+    return stack.config.url
+
+
+@pytest.fixture(scope="session")
+def https_url(stack: Stack) -> str:
+    return stack.config.https_url
+
+
+@pytest.fixture(scope="session")
+def gateway_url(stack: Stack) -> str:
+    return f"http://127.0.0.1:{stack.config.gateway_port}"
+
+
+@pytest.fixture(scope="session")
+def chat_addr(stack: Stack) -> str:
+    return f"127.0.0.1:{stack.config.chat_port}"
+
+
+@pytest.fixture(scope="session")
+def asr_addr(stack: Stack) -> str:
+    return f"127.0.0.1:{stack.config.asr_port}"

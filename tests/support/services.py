@@ -1,0 +1,38 @@
+"""Starts one service as its own process (from its own virtualenv) for tests
+that need a configuration the shared stack does not have."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from scripts.stack import REPO, Service, StackConfig, free_port
+from tests.support.grpc_health import wait_until_serving
+
+_MODULES = {"chat": "vision_chat_service", "asr": "asr_service", "gateway": "gateway"}
+
+
+def start_service(kind: str, log_dir: Path, env: dict[str, str]) -> Service:
+    service = Service(kind, [str(REPO / ".venv" / kind / "bin" / "python"), "-m", _MODULES[kind]],
+                      log_dir / f"{kind}-{len(list(log_dir.glob('*.log')))}.log")
+    defaults = StackConfig().service_env()  # same MODELS_DIR and limits as the stack
+    service.start({**os.environ, **defaults, "PYTHONUNBUFFERED": "1", **env})
+    return service
+
+
+@contextmanager
+def grpc_service(kind: str, log_dir: Path, env: dict[str, str], timeout: float = 300):
+    """A SERVING gRPC service on a free port; yields (service, "host:port")."""
+    port = free_port()
+    port_var = {"chat": "CHAT_PORT", "asr": "ASR_PORT"}[kind]
+    service = start_service(kind, log_dir, {**env, port_var: str(port)})
+    address = f"127.0.0.1:{port}"
+    try:
+        wait_until_serving(address, timeout, service.running)
+        yield service, address
+    except BaseException:
+        print(service.log_tail())
+        raise
+    finally:
+        service.stop()
