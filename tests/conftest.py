@@ -52,3 +52,17 @@ def chat_addr(stack: Stack) -> str:
 @pytest.fixture(scope="session")
 def asr_addr(stack: Stack) -> str:
     return f"127.0.0.1:{stack.config.asr_port}"
+
+
+@pytest.fixture(scope="session")
+def tiny_png() -> bytes:
+    """A real 48x32 PNG with a detailed pattern (so it has some size)."""
+    import io
+
+    from PIL import Image
+
+    image = Image.new("RGB", (48, 32))
+    image.putdata([((x * 5) % 256, (y * 8) % 256, (x * y) % 256) for y in range(32) for x in range(48)])
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
