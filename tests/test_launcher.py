@@ -1,0 +1,63 @@
+"""`make run`'s launcher: prints the address once ready, and Ctrl-C stops every
+process it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from scripts.stack import REPO, free_port
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.update(int(p) for p in (task / "children").read_text().split())
+    return found
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_run_serves_the_page_and_ctrl_c_stops_every_process(tmp_path):
+    ports = {name: str(free_port()) for name in ("NGINX_HTTP_PORT", "NGINX_HTTPS_PORT", "GATEWAY_PORT",
+                                                   "ASR_PORT", "CHAT_PORT")}
+    env = {**os.environ, **ports, "RUN_DIR": str(tmp_path)}
+    launcher = subprocess.Popen([sys.executable, str(REPO / "scripts" / "stack.py"), "run"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output = _read_until(launcher, "Ctrl-C stops everything", timeout=600)
+        url = f"http://127.0.0.1:{ports['NGINX_HTTP_PORT']}"
+        assert f"open {url}" in output
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+        started = children_of(launcher.pid)
+        assert len(started) == 4, f"expected asr, chat, gateway and nginx, got {started}"
+
+        launcher.send_signal(signal.SIGINT)
+        assert launcher.wait(timeout=60) == 0
+        assert not [pid for pid in started if is_alive(pid)], "processes left running after Ctrl-C"
+        assert (tmp_path / "tls" / "cert.pem").exists()
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+
+
+def _read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
+    deadline, lines = time.monotonic() + timeout, []
+    for line in process.stdout:
+        lines.append(line)
+        if marker in line:
+            return "".join(lines)
+        assert time.monotonic() < deadline, "".join(lines)
+    raise AssertionError("launcher exited early:\n" + "".join(lines))
