@@ -13,12 +13,15 @@ from scripts.stack import Stack, StackConfig
 
 # Short answers keep the suite quick on a 2-core CPU; length is not under test.
 TEST_MAX_TOKENS = "24"
+# A low duration limit lets a test reach it with a small file.
+TEST_MAX_AUDIO_SECONDS = 120
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> Stack:
     config = StackConfig.on_free_ports(tmp_path_factory.mktemp("stack"),
-                                       extra_env={"CHAT_MAX_TOKENS": TEST_MAX_TOKENS})
+                                       extra_env={"CHAT_MAX_TOKENS": TEST_MAX_TOKENS,
+                                                  "ASR_MAX_AUDIO_SECONDS": str(TEST_MAX_AUDIO_SECONDS)})
     running = Stack(config)
     try:
         running.start(timeout=900)

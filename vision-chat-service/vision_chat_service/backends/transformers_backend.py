@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from chatbot_protos.serving import in_daemon_thread
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, TextStreamer
 
 from .. import embedded_model
@@ -77,7 +78,8 @@ class TransformersBackend:
         self._tokenizer = None
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._load)
+        # A daemon thread, so that SIGTERM during a long download or load exits at once.
+        await in_daemon_thread(self._load, "chat-model-loader")
 
     async def close(self) -> None:
         self._model = None
