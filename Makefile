@@ -23,7 +23,7 @@ system-run:
 	@scripts/ensure_system_packages.sh nginx:/usr/sbin/nginx openssl:openssl
 
 system-test: system-run
-	@scripts/ensure_system_packages.sh espeak-ng:espeak-ng
+	@scripts/ensure_system_packages.sh espeak-ng:espeak-ng chromium:chromium chromium-driver:chromedriver
 
 # Each venv is rebuilt only when its package definition changes, so a second
 # `make run` goes straight to starting the services.

@@ -17,6 +17,7 @@ import socket
 import string
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -127,14 +128,27 @@ def nginx_binary() -> str:
     return found
 
 
-def render_nginx(config: StackConfig) -> Path:
+def nginx_temp_dir() -> Path:
+    """A folder for nginx's upload buffers that its workers can reach.
+
+    Started as root, nginx runs its workers as an unprivileged user, which must
+    be able to traverse every folder above this one: the run folder may not
+    allow that (pytest's temp folders are 0700), a fresh folder in /tmp does.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="chatbot-nginx-"))
+    folder.chmod(0o711)
+    return folder
+
+
+def render_nginx(config: StackConfig, temp_dir: Path) -> Path:
     """Fills the same templates the Docker image uses; nginx's own $variables
     are written without braces and left alone by safe_substitute."""
     nginx_dir = config.run_dir / "nginx"
     nginx_dir.mkdir(parents=True, exist_ok=True)
     values = {"NGINX_HTTP_PORT": config.http_port, "NGINX_HTTPS_PORT": config.https_port,
               "GATEWAY_ADDR": f"127.0.0.1:{config.gateway_port}", "MAX_UPLOAD_MB": config.max_upload_mb,
-              "STATIC_ROOT": REPO / "frontend" / "public", "TLS_CERT_DIR": config.tls_dir, "NGINX_RUN_DIR": nginx_dir}
+              "STATIC_ROOT": REPO / "frontend" / "public", "TLS_CERT_DIR": config.tls_dir,
+              "NGINX_RUN_DIR": nginx_dir, "NGINX_TEMP_DIR": temp_dir}
     for template, output in (("default.conf.template", "default.conf"), ("nginx.conf.native", "nginx.conf")):
         text = string.Template((NGINX_TEMPLATES / template).read_text()).safe_substitute(values)
         (nginx_dir / output).write_text(text)
@@ -182,6 +196,7 @@ class Service:
 class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
+        self._nginx_temp: Path | None = None
         logs = config.run_dir / "logs"
         python = lambda venv: str(config.venvs / venv / "bin" / "python")  # noqa: E731
         self.services = [
@@ -193,7 +208,8 @@ class Stack:
     def start(self, timeout: float = 600) -> None:
         """Starts everything and returns once /readyz answers 200 through nginx."""
         ensure_certificate(self.config.tls_dir)
-        nginx_conf = render_nginx(self.config)
+        self._nginx_temp = nginx_temp_dir()
+        nginx_conf = render_nginx(self.config, self._nginx_temp)
         self.services.append(Service("nginx", [nginx_binary(), "-p", str(nginx_conf.parent), "-c", str(nginx_conf),
                                                "-g", "daemon off;"], self.config.run_dir / "logs" / "nginx.log"))
         env = {**os.environ, **self.config.service_env(), "PYTHONUNBUFFERED": "1"}
@@ -223,6 +239,8 @@ class Stack:
     def stop(self) -> None:
         for service in reversed(self.services):
             service.stop()
+        if self._nginx_temp is not None:
+            shutil.rmtree(self._nginx_temp, ignore_errors=True)
 
 
 def run(config: StackConfig) -> int:

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.asr.clips import encode, speech
+from tests.support.audio_clips import encode, speech
 from tests.support.sse import read_events
 
 SPANISH_PROMPT = "Hola, quiero saber el tiempo de mañana en Madrid"

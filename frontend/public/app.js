@@ -26,6 +26,7 @@ const state = {
   draft: { text: '', image: null, imageUrl: null },
   chat: null,         // AbortController of the chat request in flight
   recording: null,    // {recorder, startedAt, timer}
+  openingMicrophone: false,  // true while the browser asks for the microphone
   elapsed: 0,         // seconds recorded so far
   transcribing: false,
   notice: null,       // {text, error, link?}: feedback about the composer (voice, attachments)
@@ -202,6 +203,9 @@ async function toggleRecording() {
     state.recording.recorder.stop();  // onstop does the rest
     return;
   }
+  // A second click while the browser asks for the microphone would otherwise
+  // start a second recorder whose stream and timer nobody stops.
+  if (state.openingMicrophone) return;
   if (!navigator.mediaDevices?.getUserMedia || !window.MediaRecorder) {
     // Browsers hide mediaDevices on plain HTTP unless the host is localhost.
     if (window.isSecureContext) {
@@ -219,6 +223,7 @@ async function toggleRecording() {
   }
 
   let stream;
+  state.openingMicrophone = true;
   try {
     stream = await navigator.mediaDevices.getUserMedia({ audio: true });
   } catch (err) {
@@ -228,6 +233,8 @@ async function toggleRecording() {
         ? 'No se encontró ningún micrófono.'
         : `No se pudo abrir el micrófono: ${err.message}`, true);
     return;
+  } finally {
+    state.openingMicrophone = false;
   }
 
   const format = AUDIO_FORMATS.find(([type]) => MediaRecorder.isTypeSupported(type));

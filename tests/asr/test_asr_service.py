@@ -23,8 +23,10 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from . import clips
-from .service import SERVICE_NAME, running_asr_service
+from tests.support import audio_clips as clips
+from tests.support.services import grpc_service
+
+SERVICE_NAME = asr_pb2.DESCRIPTOR.services_by_name["Transcription"].full_name
 
 MIB = 1024 * 1024
 MAX_UPLOAD_MB = int(os.environ.get("MAX_UPLOAD_MB", "25"))
@@ -209,9 +211,10 @@ def test_streaming_transcribe_answers_unimplemented(stub):
 
 
 @pytest.fixture(scope="module")
-def strict_stub():
+def strict_stub(tmp_path_factory):
     env = {"ASR_WORKERS": "1", "ASR_MAX_QUEUE": "0", "ASR_MAX_AUDIO_SECONDS": "5"}
-    with running_asr_service(env) as addr, grpc.insecure_channel(addr) as ch:
+    with grpc_service("asr", tmp_path_factory.mktemp("strict-asr"), env, timeout=120) as (_, addr), \
+            grpc.insecure_channel(addr) as ch:
         yield asr_pb2_grpc.TranscriptionStub(ch)
 
 

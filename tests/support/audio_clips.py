@@ -4,7 +4,7 @@ Why generate instead of checking in fixtures: the clips stay tiny in the repo
 (none), every browser container (Chrome webm/opus, Firefox ogg/opus, Safari
 mp4/aac) is covered from one source, and the spoken text is known exactly.
 Everything here is plain functions returning bytes so other test folders
-(the gateway's, for instance) can reuse them.
+(the end-to-end and browser tests) reuse them.
 """
 
 from __future__ import annotations
