@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -14,11 +15,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from .config import Settings
 
 
-def _channel(address: str, settings: Settings) -> grpc.aio.Channel:
+def _channel(address: str, settings: Settings, interceptors: Sequence = ()) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(address, options=[
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.max_receive_message_length", settings.max_message_bytes),
-    ])
+    ], interceptors=list(interceptors) or None)
 
 
 @dataclass
@@ -27,8 +28,10 @@ class ModelClients:
     chat_channel: grpc.aio.Channel
 
     @classmethod
-    def connect(cls, settings: Settings) -> "ModelClients":
-        return cls(_channel(settings.asr_addr, settings), _channel(settings.chat_addr, settings))
+    def connect(cls, settings: Settings, interceptors: Sequence = ()) -> "ModelClients":
+        """`interceptors` (grpc.aio client interceptors) see every call: metrics use them."""
+        return cls(_channel(settings.asr_addr, settings, interceptors),
+                   _channel(settings.chat_addr, settings, interceptors))
 
     @property
     def asr(self) -> asr_pb2_grpc.TranscriptionStub:

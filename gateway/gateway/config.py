@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -23,6 +25,12 @@ class Settings(BaseSettings):
     # SSE comment lines keep idle proxies from closing a stream while the model thinks.
     sse_heartbeat_s: float = Field(15, gt=0)
     log_level: str = "INFO"
+    # "json": one JSON object per log line (for log collectors); both formats
+    # carry the request id.
+    gateway_log_format: Literal["text", "json"] = "text"
+    # The speech model that GET /v1/models lists: the same ASR_MODEL the ASR
+    # service reads (the ASR has no RPC that lists its model).
+    asr_model: str = "base"
 
     @property
     def max_upload_bytes(self) -> int:

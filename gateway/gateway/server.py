@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 import uvicorn
 
 from .app import create_app
 from .config import Settings
+from .observability.logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,12 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="overrides GATEWAY_PORT")
     args = parser.parse_args(argv)
     settings = Settings(**({"gateway_port": args.port} if args.port is not None else {}))
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.gateway_log_format)
     logging.getLogger("gateway").info("gateway listening on %s:%d (asr %s, chat %s)", settings.gateway_host,
                                       settings.gateway_port, settings.asr_addr, settings.chat_addr)
     # One worker: the gateway is I/O bound; scale out with replicas behind nginx.
     uvicorn.run(create_app(settings), host=settings.gateway_host, port=settings.gateway_port,
-                log_level=settings.log_level.lower(), proxy_headers=True, forwarded_allow_ips="*",
+                log_level=settings.log_level.lower(), log_config=None, proxy_headers=True, forwarded_allow_ips="*",
                 timeout_graceful_shutdown=10)
     return 0

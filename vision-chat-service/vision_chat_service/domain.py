@@ -5,7 +5,7 @@ Servicers convert at the edge so that backends never see protobuf objects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from chatbot_protos.chat.v1 import chat_pb2
@@ -62,6 +62,23 @@ class ChatFinal:
     completion_tokens: int
     time_to_first_token: float
     total_seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generation speed once the first token is out: prompt processing (which
+        grows with images and history) is measured by time_to_first_token instead."""
+        decoding = self.total_seconds - self.time_to_first_token
+        if self.completion_tokens < 2 or decoding <= 0:
+            return 0.0
+        return (self.completion_tokens - 1) / decoding
+
+
+def with_system_prompt(request: ChatRequest, system_prompt: str) -> ChatRequest:
+    """Puts the service's default system prompt first when the caller sent no
+    system message of its own (a caller's system message always wins)."""
+    if not system_prompt.strip() or any(m.role is Role.SYSTEM for m in request.messages):
+        return request
+    return replace(request, messages=(ChatMessage(Role.SYSTEM, system_prompt),) + request.messages)
 
 
 def request_from_pb(request: chat_pb2.ChatRequest) -> ChatRequest:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import warnings
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InvalidRequest
 
@@ -41,3 +41,42 @@ def validate_image(data: bytes, label: str = "image") -> Image.Image:
     except OSError as error:
         raise InvalidRequest(f"{label} could not be decoded ({error}); the file may be truncated or corrupt") from None
     return image
+
+
+def prepare_image(data: bytes, max_long_side: int | None = None, max_pixels: int | None = None,
+                  label: str = "image") -> Image.Image:
+    """The image as the model should see it: upright, RGB, no larger than it uses.
+
+    - Phones store photos sideways with an EXIF Orientation tag that viewers
+      honour; models see raw pixels, so the rotation is applied here.
+    - An animated GIF is read as its first frame.
+    - Transparency is flattened onto white (a plain RGB conversion turns it
+      black, which hides dark drawings on transparent backgrounds).
+    - Downscaling (never upscaling) to the model's working size keeps a 50 MP
+      photo from costing the processor seconds and memory for pixels it then
+      throws away.
+    """
+    image = validate_image(data, label)
+    image.seek(0)  # first frame of an animation; a no-op for still images
+    image = ImageOps.exif_transpose(image)
+    image = _to_rgb(image)
+    scale = 1.0
+    if max_long_side:
+        scale = min(scale, max_long_side / max(image.size))
+    if max_pixels:
+        scale = min(scale, (max_pixels / (image.width * image.height)) ** 0.5)
+    if scale < 1.0:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    return image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")

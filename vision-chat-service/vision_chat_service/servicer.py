@@ -8,22 +8,29 @@ import grpc
 from chatbot_protos.chat.v1 import chat_pb2, chat_pb2_grpc
 
 from .backends import ChatBackend
-from .domain import ChatFinal, delta_to_pb, final_to_pb, request_from_pb
+from .domain import ChatFinal, delta_to_pb, final_to_pb, request_from_pb, with_system_prompt
 from .errors import ChatError, status_for
 
 log = logging.getLogger(__name__)
 
+# ChatFinal has no field for the generation speed (yet): it travels as trailing
+# metadata, the way "error-type" does for errors.
+TOKENS_PER_SECOND_METADATA_KEY = "tokens-per-second"
+
 
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
-    def __init__(self, backend: ChatBackend) -> None:
+    def __init__(self, backend: ChatBackend, system_prompt: str = "") -> None:
         self._backend = backend
+        self._system_prompt = system_prompt
 
     async def Chat(self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext):
         model = request.model or self._backend.models()[0].name
         try:
-            chat_request = request_from_pb(request)
+            chat_request = with_system_prompt(request_from_pb(request), self._system_prompt)
             async for event in self._backend.stream(chat_request):
                 if isinstance(event, ChatFinal):
+                    context.set_trailing_metadata(
+                        ((TOKENS_PER_SECOND_METADATA_KEY, f"{event.tokens_per_second:.2f}"),))
                     yield final_to_pb(event, model)
                 else:
                     yield delta_to_pb(event, model)

@@ -1,0 +1,85 @@
+"""`POST /v1/chat/completions`: OpenAI's chat API over the chat service's gRPC `Chat`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+from chatbot_protos.chat.v1 import chat_pb2
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from ..auth import current_principal
+from ..clients import ClientsDep, SettingsDep, request_metadata
+from ..errors import ApiError
+from ..routes.chat import _with_heartbeats
+from .convert import ChunkWriter, completion, completion_id, now, to_chat_request
+from .errors import OpenAIRoute, from_chat_grpc, sse_error
+from .schemas import ChatCompletionRequest
+
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute,
+                   dependencies=[Depends(current_principal)])
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@router.post("/chat/completions")
+async def create_chat_completion(body: ChatCompletionRequest, request: Request, clients: ClientsDep,
+                                 settings: SettingsDep):
+    """Text and images (`image_url` parts with data: URLs); `stream` gives Server-Sent Events."""
+    call = clients.chat.Chat(to_chat_request(body), timeout=settings.chat_timeout_s,
+                             metadata=request_metadata(request))
+    if body.stream:
+        return await _stream(call, body, settings.sse_heartbeat_s)
+    text, final, model = [], chat_pb2.ChatFinal(), body.model
+    try:
+        async for reply in call:
+            text.append(reply.delta)
+            model = reply.model or model
+            if reply.HasField("final"):
+                final = reply.final
+    except grpc.aio.AioRpcError as error:
+        raise from_chat_grpc(error) from None
+    return completion(completion_id(), now(), model, "".join(text), final)
+
+
+async def _stream(call, body: ChatCompletionRequest, heartbeat_s: float) -> StreamingResponse:
+    # As /api/chat/stream: wait for the first reply before answering 200, so that
+    # refusals (unknown model, image to a text model, busy) keep their status.
+    try:
+        first = await call.read()
+    except grpc.aio.AioRpcError as error:
+        raise from_chat_grpc(error) from None
+    if first is grpc.aio.EOF:
+        raise ApiError(502, "the chat service ended the answer without a reply", "backend_error")
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    writer = ChunkWriter(first.model or body.model, include_usage)
+    return StreamingResponse(_chunks(call, first, writer, heartbeat_s), media_type="text/event-stream",
+                             headers=_SSE_HEADERS)
+
+
+def _data(chunk: dict) -> str:
+    return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+
+
+async def _chunks(call, first: chat_pb2.ChatResponse, writer: ChunkWriter, heartbeat_s: float) -> AsyncIterator[str]:
+    """`data: {chunk}` lines, then `data: [DONE]`. Leaving early (the client went
+    away) cancels the gRPC call, which stops the model."""
+    try:
+        yield _data(writer.role())
+        async for reply in _with_heartbeats(call, first, heartbeat_s):
+            if reply is None:
+                yield ": keep-alive\n\n"
+                continue
+            if reply.delta:
+                yield _data(writer.content(reply.delta))
+            if reply.HasField("final"):
+                yield _data(writer.finish(reply.final))
+                if writer.include_usage:
+                    yield _data(writer.usage(reply.final))
+    except grpc.aio.AioRpcError as error:
+        yield sse_error(from_chat_grpc(error))
+    finally:
+        call.cancel()
+    yield "data: [DONE]\n\n"

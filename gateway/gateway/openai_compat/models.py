@@ -1,0 +1,73 @@
+"""`GET /v1/models` and `GET /v1/models/{id}`: the chat service's models and
+adapters (its gRPC `ListModels`) plus the speech model, in OpenAI's list shape.
+
+Besides OpenAI's fields (`id`, `object`, `created`, `owned_by`) each entry says
+what it is for (`task`: chat or transcription), and chat models carry the
+service's facts: backend, vision, images per message, context length, and for
+adapters their base model (`parent`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import PurePath
+
+import grpc
+from chatbot_protos.chat.v1 import chat_pb2
+from fastapi import APIRouter, Depends, Request
+
+from ..auth import current_principal
+from ..clients import ClientsDep, SettingsDep, request_metadata
+from ..config import Settings
+from ..errors import from_grpc
+from .errors import OpenAIApiError, OpenAIRoute
+
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute,
+                   dependencies=[Depends(current_principal)])
+
+OWNER = "chatbot"
+# Listing is cheap; a service that takes longer than this is not answering.
+LIST_TIMEOUT_S = 10
+# OpenAI's `created`: the models are as old as this gateway process knows.
+_STARTED = int(time.time())
+
+
+def transcription_model_id(settings: Settings) -> str:
+    """`whisper-base` for ASR_MODEL=base; a local folder is named by its last part."""
+    name = PurePath(settings.asr_model.rstrip("/")).name or settings.asr_model
+    return name if "whisper" in name.lower() else f"whisper-{name}"
+
+
+def _chat_entry(info: chat_pb2.ModelInfo) -> dict:
+    return {"id": info.name, "object": "model", "created": _STARTED, "owned_by": OWNER, "task": "chat",
+            "backend": info.backend, "vision": info.vision, "max_images_per_message": info.max_images_per_message,
+            "context_length": info.context_length or None, "parent": info.base_model or None}
+
+
+def _transcription_entry(settings: Settings) -> dict:
+    return {"id": transcription_model_id(settings), "object": "model", "created": _STARTED, "owned_by": OWNER,
+            "task": "transcription"}
+
+
+async def _models(request: Request, clients: ClientsDep, settings: Settings) -> list[dict]:
+    try:
+        reply = await clients.chat.ListModels(chat_pb2.ListModelsRequest(), timeout=LIST_TIMEOUT_S,
+                                              metadata=request_metadata(request))
+    except grpc.aio.AioRpcError as error:
+        raise from_grpc(error, "chat") from None
+    return [*(_chat_entry(m) for m in reply.models), _transcription_entry(settings)]
+
+
+@router.get("/models")
+async def list_models(request: Request, clients: ClientsDep, settings: SettingsDep) -> dict:
+    """Every model this server answers with."""
+    return {"object": "list", "data": await _models(request, clients, settings)}
+
+
+@router.get("/models/{model:path}")
+async def retrieve_model(model: str, request: Request, clients: ClientsDep, settings: SettingsDep) -> dict:
+    """One model by id (ids may contain slashes, as Hugging Face ids do)."""
+    for entry in await _models(request, clients, settings):
+        if entry["id"] == model:
+            return entry
+    raise OpenAIApiError(404, f"model {model!r} is not served here", "model_not_found", "model")

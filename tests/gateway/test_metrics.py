@@ -1,0 +1,111 @@
+"""`/metrics` on the gateway itself (operators scrape it directly; nginx does not
+proxy it): counters move when chats and transcriptions go through the stack."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.audio_clips import speech
+
+CHAT_MODEL = "smollm2-135m-instruct"
+
+
+def scrape(gateway_url: str) -> dict[tuple[str, frozenset], float]:
+    """The gateway's samples once no request is in progress: a response's last
+    bytes can reach the client a moment before the gateway has counted it."""
+    deadline = time.monotonic() + 5
+    while True:
+        response = httpx.get(f"{gateway_url}/metrics", timeout=10)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        samples = {(s.name, frozenset(s.labels.items())): s.value
+                   for family in text_string_to_metric_families(response.text) for s in family.samples}
+        if value(samples, "gateway_http_requests_in_progress") == 0 or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.05)
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+@pytest.fixture(scope="module")
+def client(nginx_url) -> OpenAI:
+    with OpenAI(base_url=f"{nginx_url}/v1", api_key="no-auth-yet", timeout=180, max_retries=0) as sdk:
+        yield sdk
+
+
+def test_a_streamed_chat_moves_requests_latency_time_to_first_token_and_tokens(client, gateway_url):
+    before = scrape(gateway_url)
+    stream = client.chat.completions.create(model=CHAT_MODEL, stream=True, stream_options={"include_usage": True},
+                                            messages=[{"role": "user", "content": "Escribe una frase sobre el mar."}])
+    usage = list(stream)[-1].usage
+    after = scrape(gateway_url)
+
+    route = {"method": "POST", "route": "/v1/chat/completions", "status": "200"}
+    assert value(after, "gateway_http_requests_total", **route) == value(before, "gateway_http_requests_total", **route) + 1
+    count = "gateway_http_request_duration_seconds_count"
+    assert value(after, count, **route) == value(before, count, **route) + 1
+    for histogram in ("gateway_chat_time_to_first_token_seconds_count", "gateway_chat_tokens_per_second_count"):
+        assert value(after, histogram, model=CHAT_MODEL) == value(before, histogram, model=CHAT_MODEL) + 1, histogram
+    tokens = "gateway_chat_tokens_total"
+    assert value(after, tokens, model=CHAT_MODEL, kind="completion") == \
+        value(before, tokens, model=CHAT_MODEL, kind="completion") + usage.completion_tokens
+
+
+def test_a_transcription_moves_latency_and_audio_seconds(client, gateway_url):
+    clip = speech("Hola, quiero saber el tiempo de mañana en Madrid", "webm")
+    before = scrape(gateway_url)
+    result = client.audio.transcriptions.create(model="whisper-1", file=("clip.webm", clip, "audio/webm"),
+                                                language="es", response_format="verbose_json")
+    after = scrape(gateway_url)
+
+    assert value(after, "gateway_transcriptions_total") == value(before, "gateway_transcriptions_total") + 1
+    latency = "gateway_transcription_duration_seconds_count"
+    assert value(after, latency) == value(before, latency) + 1
+    audio = "gateway_transcription_audio_seconds_total"
+    assert value(after, audio) - value(before, audio) == pytest.approx(result.duration, abs=0.01)
+    route = {"method": "POST", "route": "/v1/audio/transcriptions", "status": "200"}
+    assert value(after, "gateway_http_requests_total", **route) == value(before, "gateway_http_requests_total", **route) + 1
+
+
+def test_errors_are_counted_by_type_and_failed_grpc_calls_by_code(client, gateway_url):
+    before = scrape(gateway_url)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hola"}])
+    after = scrape(gateway_url)
+    errors = {"type": "model_not_found", "status": "404"}
+    assert value(after, "gateway_errors_total", **errors) == value(before, "gateway_errors_total", **errors) + 1
+    failed = {"method": "ChatService/Chat", "code": "NOT_FOUND"}
+    assert value(after, "gateway_backend_errors_total", **failed) == \
+        value(before, "gateway_backend_errors_total", **failed) + 1
+
+
+def test_the_api_routes_are_counted_by_their_template_too(nginx_url, gateway_url):
+    before = scrape(gateway_url)
+    assert httpx.get(f"{nginx_url}/v1/models/{CHAT_MODEL}", timeout=30).status_code == 200
+    assert httpx.post(f"{nginx_url}/api/chat", data={}, timeout=30).status_code == 400
+    after = scrape(gateway_url)
+    for labels in ({"method": "GET", "route": "/v1/models/{model}", "status": "200"},
+                   {"method": "POST", "route": "/api/chat", "status": "400"}):
+        assert value(after, "gateway_http_requests_total", **labels) == \
+            value(before, "gateway_http_requests_total", **labels) + 1, labels
+
+
+def test_scrapes_are_not_counted(gateway_url):
+    scrape(gateway_url)
+    samples = scrape(gateway_url)
+    assert not any(name == "gateway_http_requests_total" and ("route", "/metrics") in labels
+                   for name, labels in samples)
+
+
+def test_nginx_does_not_expose_metrics(nginx_url, gateway_url):
+    assert "gateway_http_requests_total" in httpx.get(f"{gateway_url}/metrics", timeout=10).text
+    through_nginx = httpx.get(f"{nginx_url}/metrics", timeout=10)
+    assert "gateway_http_requests_total" not in through_nginx.text

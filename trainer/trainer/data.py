@@ -1,0 +1,215 @@
+"""Training data: from the Hub, a local file or folder, or chatterbot-corpus;
+checked and reduced to the columns TRL trains on, with a held-out eval split.
+
+Formats (TRL's own, DESIGN.md §4):
+- text: one column of already formatted text (guanaco's `<s>[INST] … [/INST] …`);
+- messages: a list of {"role", "content"}, formatted by the tokenizer's chat template;
+- prompt_completion: `prompt` and `completion` columns, loss on the completion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from trainer import chatterbot
+from trainer.config import DataArguments
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+log = logging.getLogger(__name__)
+
+LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+class DataError(ValueError):
+    """The data cannot be trained on; the message says why and what to change."""
+
+
+@dataclass
+class TrainingData:
+    train: Dataset
+    eval: Dataset | None
+    format: str
+    name: str
+    sha256: str
+
+    def manifest(self) -> dict:
+        return {
+            "name": self.name,
+            "sha256": self.sha256,
+            "format": self.format,
+            "train_rows": len(self.train),
+            "eval_rows": len(self.eval) if self.eval is not None else 0,
+        }
+
+
+def load(args: DataArguments, seed: int) -> TrainingData:
+    dataset, digest = _load_source(args, args.dataset_split)
+    data_format = detect_format(dataset, args)
+    dataset = _keep_training_columns(dataset, data_format, args)
+    dataset = _drop_empty_rows(dataset, data_format, args)
+    if args.eval_split:
+        evaluation, _ = _load_source(args, args.eval_split)
+        _require_columns(evaluation, data_format, args, f"{args.dataset} (split {args.eval_split})")
+        evaluation = _keep_training_columns(evaluation, data_format, args)
+        train = dataset
+    else:
+        train, evaluation = _hold_out(dataset, args.eval_size, seed, args.dataset)
+    if args.max_train_rows:
+        train = train.select(range(min(args.max_train_rows, len(train))))
+    if evaluation is not None and args.max_eval_rows:
+        evaluation = evaluation.select(range(min(args.max_eval_rows, len(evaluation))))
+    log.info(
+        "dataset %s (%s): %d training rows, %d eval rows",
+        args.dataset, data_format, len(train), len(evaluation) if evaluation is not None else 0,
+    )
+    return TrainingData(train, evaluation, data_format, args.dataset, digest)
+
+
+def _load_source(args: DataArguments, split: str) -> tuple[Dataset, str]:
+    from datasets import Dataset, load_dataset
+
+    source = args.dataset
+    if source.startswith(chatterbot.PREFIX):
+        language = source[len(chatterbot.PREFIX):] or "spanish"
+        try:
+            rows = chatterbot.load_pairs(language)
+        except chatterbot.CorpusError as error:
+            raise DataError(str(error)) from None
+        dataset = Dataset.from_list(rows) if rows else Dataset.from_dict({"messages": []})
+        _require_rows(dataset, source)
+        return dataset, _rows_digest(dataset)
+    path = Path(source)
+    if path.exists():
+        files = _local_files(path)
+        builder = LOCAL_BUILDERS[files[0].suffix.lower()]
+        for file in files:
+            if file.stat().st_size == 0:
+                raise DataError(f"dataset file {file} is empty: no rows to train on")
+        try:
+            dataset = load_dataset(builder, data_files=[str(file) for file in files], split="train")
+        except Exception as error:  # datasets wraps parse errors in several types
+            raise DataError(f"could not read {source} as {builder}: {error}") from None
+        _require_rows(dataset, source)
+        return dataset, _files_digest(files) if len(files) == 1 else _rows_digest(dataset)
+    if path.suffix.lower() in LOCAL_BUILDERS or source.startswith((".", "/")):
+        raise DataError(f"dataset file {source} does not exist")
+    log.info("loading %s (split %s) from the Hugging Face hub", source, split)
+    dataset = load_dataset(source, args.dataset_config or None, split=split)
+    _require_rows(dataset, f"{source} (split {split})")
+    return dataset, _rows_digest(dataset)
+
+
+def _local_files(path: Path) -> list[Path]:
+    if path.is_file():
+        if path.suffix.lower() not in LOCAL_BUILDERS:
+            raise DataError(f"dataset file {path} is not one of {', '.join(LOCAL_BUILDERS)}")
+        return [path]
+    files = sorted(item for item in path.rglob("*") if item.is_file() and item.suffix.lower() in LOCAL_BUILDERS)
+    if not files:
+        raise DataError(f"dataset folder {path} has no {', '.join(LOCAL_BUILDERS)} files")
+    builders = {LOCAL_BUILDERS[item.suffix.lower()] for item in files}
+    if len(builders) > 1:
+        raise DataError(f"dataset folder {path} mixes file types ({', '.join(sorted(builders))}): keep one")
+    return files
+
+
+def _require_rows(dataset: Dataset, what: str) -> None:
+    if len(dataset) == 0:
+        raise DataError(f"dataset {what} is empty: no rows to train on")
+
+
+def detect_format(dataset: Dataset, args: DataArguments) -> str:
+    columns = set(dataset.column_names)
+    data_format = args.dataset_format
+    if data_format == "auto":
+        if "messages" in columns:
+            data_format = "messages"
+        elif {"prompt", "completion"} <= columns:
+            data_format = "prompt_completion"
+        elif args.text_column in columns:
+            data_format = "text"
+        else:
+            raise DataError(
+                f"dataset {args.dataset} has columns {sorted(columns)}; the trainer needs a text column "
+                f"(text_column: {args.text_column!r}), a 'messages' column, or 'prompt' and 'completion' columns"
+            )
+    _require_columns(dataset, data_format, args, args.dataset)
+    return data_format
+
+
+def _needed_columns(data_format: str, args: DataArguments) -> list[str]:
+    return {"text": [args.text_column], "messages": ["messages"], "prompt_completion": ["prompt", "completion"]}[data_format]
+
+
+def _require_columns(dataset: Dataset, data_format: str, args: DataArguments, what: str) -> None:
+    missing = [column for column in _needed_columns(data_format, args) if column not in dataset.column_names]
+    if missing:
+        hint = " (set text_column to the column that holds the text)" if data_format == "text" else ""
+        raise DataError(
+            f"dataset {what} has no column {', '.join(repr(column) for column in missing)} for format "
+            f"{data_format}; its columns are {sorted(dataset.column_names)}{hint}"
+        )
+    if data_format == "messages":
+        _check_messages(dataset[0]["messages"], what)
+
+
+def _check_messages(messages: object, what: str) -> None:
+    ok = isinstance(messages, list) and messages and all(
+        isinstance(message, dict) and "role" in message and "content" in message for message in messages
+    )
+    if not ok:
+        raise DataError(f"dataset {what}: 'messages' must be a list of {{role, content}} objects, got {messages!r:.200}")
+
+
+def _keep_training_columns(dataset: Dataset, data_format: str, args: DataArguments) -> Dataset:
+    keep = _needed_columns(data_format, args)
+    return dataset.remove_columns([column for column in dataset.column_names if column not in keep])
+
+
+def _drop_empty_rows(dataset: Dataset, data_format: str, args: DataArguments) -> Dataset:
+    columns = _needed_columns(data_format, args)
+
+    def has_content(row: dict) -> bool:
+        return all(row[column] is not None and (not isinstance(row[column], str) or row[column].strip()) for column in columns)
+
+    kept = dataset.filter(has_content)
+    if len(kept) < len(dataset):
+        log.warning("dropped %d rows with an empty %s", len(dataset) - len(kept), " or ".join(columns))
+    if len(kept) == 0:
+        raise DataError(f"dataset {args.dataset} has no rows with a non-empty {' / '.join(columns)}")
+    return kept
+
+
+def _hold_out(dataset: Dataset, eval_size: float, seed: int, what: str) -> tuple[Dataset, Dataset | None]:
+    if eval_size <= 0:
+        return dataset, None
+    count = int(eval_size) if eval_size >= 1 else max(1, round(eval_size * len(dataset)))
+    if count >= len(dataset):
+        raise DataError(f"dataset {what} has {len(dataset)} rows: too few to hold out {count} for evaluation (eval_size)")
+    split = dataset.train_test_split(test_size=count, seed=seed, shuffle=True)
+    return split["train"], split["test"]
+
+
+def _files_digest(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for file in files:
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _rows_digest(dataset: Dataset) -> str:
+    """sha256 of the rows as canonical JSON lines (Hub datasets, folders, chatterbot)."""
+    digest = hashlib.sha256()
+    for row in dataset:
+        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
