@@ -9,7 +9,7 @@ backend uses, over a real socket:
 - POST /api/show    → {"details": {"family"}, "capabilities": [...], "model_info": {...}}, 404 when unknown
 - POST /api/pull    → NDJSON progress lines ending with {"status": "success"}
 - POST /api/chat    → NDJSON chunks {"model", "created_at", "message": {"role", "content"}, "done": false},
-                      then {"done": true, "done_reason", "prompt_eval_count", "eval_count", ...};
+                      then {"done": true, "done_reason", "prompt_eval_count", "eval_count", "eval_duration", ...};
                       HTTP errors carry {"error": "..."}; a failure mid-stream is an {"error": ...} line.
 
 It is the only stand-in in the suite. Tests steer it through `mode` and read
@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 REPLY_PIECES = ["Veo ", "un ", "cuadrado ", "rojo."]
+# Reported generation time of the answer, in nanoseconds as Ollama reports it.
+EVAL_DURATION_NS = 250_000_000
 
 
 @dataclass
@@ -120,7 +122,8 @@ class _Handler(BaseHTTPRequestHandler):
             return lines[:2] + [{"error": "an error was encountered while running the model: CUDA out of memory"}]
         return lines + [{"model": model, "created_at": "2026-11-28T00:00:01Z",
                          "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "stop",
-                         "total_duration": 1_000_000, "prompt_eval_count": 17, "eval_count": len(REPLY_PIECES)}]
+                         "total_duration": 1_000_000, "prompt_eval_count": 17, "eval_count": len(REPLY_PIECES),
+                         "eval_duration": EVAL_DURATION_NS}]
 
 
 class OllamaStandin:

@@ -11,7 +11,7 @@ import pytest
 from chatbot_protos.chat.v1 import chat_pb2, chat_pb2_grpc
 from PIL import Image
 
-from tests.chat.ollama_standin import REPLY_PIECES, OllamaStandin, StandinState
+from tests.chat.ollama_standin import EVAL_DURATION_NS, REPLY_PIECES, OllamaStandin, StandinState
 from tests.support.grpc_health import health_status
 from tests.support.services import grpc_service, start_service
 
@@ -61,6 +61,13 @@ def test_streams_ollamas_chunks_in_order_and_ends_with_counts(chat_stub):
     assert last.final.finish_reason == chat_pb2.FINISH_REASON_STOP
     assert (last.final.prompt_tokens, last.final.completion_tokens) == (17, len(REPLY_PIECES))
     assert last.model == "llama3.2-vision"
+
+
+def test_generation_speed_is_ollamas_own_eval_rate(chat_stub):
+    call = chat_stub.Chat(user_message("¿Qué ves?"), timeout=30)
+    list(call)
+    speed = float(dict(call.trailing_metadata())["tokens-per-second"])
+    assert speed == pytest.approx(len(REPLY_PIECES) / (EVAL_DURATION_NS / 1e9), abs=0.01)
 
 
 def test_sends_images_as_raw_base64_and_maps_options(chat_stub, standin):

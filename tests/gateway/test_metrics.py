@@ -3,6 +3,7 @@ proxy it): counters move when chats and transcriptions go through the stack."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -49,7 +50,8 @@ def test_a_streamed_chat_moves_requests_latency_time_to_first_token_and_tokens(c
     after = scrape(gateway_url)
 
     route = {"method": "POST", "route": "/v1/chat/completions", "status": "200"}
-    assert value(after, "gateway_http_requests_total", **route) == value(before, "gateway_http_requests_total", **route) + 1
+    requests = "gateway_http_requests_total"
+    assert value(after, requests, **route) == value(before, requests, **route) + 1
     count = "gateway_http_request_duration_seconds_count"
     assert value(after, count, **route) == value(before, count, **route) + 1
     for histogram in ("gateway_chat_time_to_first_token_seconds_count", "gateway_chat_tokens_per_second_count"):
@@ -72,7 +74,8 @@ def test_a_transcription_moves_latency_and_audio_seconds(client, gateway_url):
     audio = "gateway_transcription_audio_seconds_total"
     assert value(after, audio) - value(before, audio) == pytest.approx(result.duration, abs=0.01)
     route = {"method": "POST", "route": "/v1/audio/transcriptions", "status": "200"}
-    assert value(after, "gateway_http_requests_total", **route) == value(before, "gateway_http_requests_total", **route) + 1
+    requests = "gateway_http_requests_total"
+    assert value(after, requests, **route) == value(before, requests, **route) + 1
 
 
 def test_errors_are_counted_by_type_and_failed_grpc_calls_by_code(client, gateway_url):
@@ -109,3 +112,27 @@ def test_nginx_does_not_expose_metrics(nginx_url, gateway_url):
     assert "gateway_http_requests_total" in httpx.get(f"{gateway_url}/metrics", timeout=10).text
     through_nginx = httpx.get(f"{nginx_url}/metrics", timeout=10)
     assert "gateway_http_requests_total" not in through_nginx.text
+
+
+def test_a_client_leaving_mid_stream_cancels_the_grpc_call(nginx_url, gateway_url):
+    before = scrape(gateway_url)
+    body = {"model": CHAT_MODEL, "stream": True, "max_tokens": 400, "temperature": 0,
+            "messages": [{"role": "user", "content": "Escribe una historia muy larga sobre un dragón."}]}
+    with httpx.Client(base_url=nginx_url, timeout=60) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert response.status_code == 200
+            received = 0
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    choices = json.loads(line.removeprefix("data: "))["choices"]
+                    received += bool(choices and choices[0]["delta"].get("content"))
+                if received == 3:
+                    break  # leave after three pieces of text: closing the connection cancels
+            assert received == 3
+    cancelled = {"method": "ChatService/Chat", "code": "CANCELLED"}
+    deadline = time.monotonic() + 10
+    while value(after := scrape(gateway_url), "gateway_backend_errors_total", **cancelled) == \
+            value(before, "gateway_backend_errors_total", **cancelled) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert value(after, "gateway_backend_errors_total", **cancelled) == \
+        value(before, "gateway_backend_errors_total", **cancelled) + 1

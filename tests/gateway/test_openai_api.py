@@ -75,8 +75,9 @@ def test_chat_completion_answers_with_the_assistant_message_and_usage(client):
 
 
 def test_streaming_sends_chunks_as_generated_then_usage_when_asked(client):
-    stream = client.chat.completions.create(model=CHAT_MODEL, stream=True, stream_options={"include_usage": True},
-                                            messages=[{"role": "user", "content": "Escribe un poema corto sobre el sol."}])
+    stream = client.chat.completions.create(
+        model=CHAT_MODEL, stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Escribe un poema corto sobre el sol."}])
     chunks = list(stream)
     assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
     assert chunks[0].choices[0].delta.role == "assistant"

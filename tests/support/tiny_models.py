@@ -82,6 +82,7 @@ def build_idefics3(out: Path, models_dir: Path) -> None:
     from transformers import (AutoModelForCausalLM, AutoTokenizer, Idefics3Config,
                               Idefics3ForConditionalGeneration, Idefics3ImageProcessorPil, Idefics3Processor)
 
+    torch.manual_seed(0)  # the new vocabulary rows and the vision part are random, but repeatable
     source = smollm2_folder(models_dir)
     tokenizer = AutoTokenizer.from_pretrained(source)
     tokenizer.add_special_tokens({"additional_special_tokens": smolvlm_added_tokens()})
@@ -101,7 +102,6 @@ def build_idefics3(out: Path, models_dir: Path) -> None:
                        "num_attention_heads": 2, "image_size": 512, "patch_size": 16},
         scale_factor=4, image_token_id=image_token_id, tie_word_embeddings=False,
     )
-    torch.manual_seed(0)
     model = Idefics3ForConditionalGeneration(config)
     # Real text weights; the 128 added rows keep their random initialisation.
     text.resize_token_embeddings(SMOLVLM_VOCAB)
@@ -164,17 +164,48 @@ def build_mllama(out: Path, models_dir: Path) -> None:
                     chat_template=MLLAMA_CHAT_TEMPLATE).save_pretrained(out)
 
 
+def build_lora(out: Path, models_dir: Path, seed: int, base_model: str) -> None:
+    """A LoRA adapter for the embedded SmolLM2 in the trainer's folder layout
+    (docs/adapters.md). Its weights are random (init_lora_weights=False: PEFT's
+    default initialisation is a no-op adapter), so it visibly changes answers,
+    and differently for each seed."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = smollm2_folder(models_dir)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    torch.manual_seed(seed)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM",
+                        init_lora_weights=False)
+    adapter = get_peft_model(model, config)
+    adapter.save_pretrained(out)
+    AutoTokenizer.from_pretrained(source).save_pretrained(out)
+    manifest = {"format_version": 1, "name": out.name, "kind": "lora", "task": "text", "base_model": base_model,
+                "created": "2026-01-01T00:00:00Z", "hyperparameters": {"r": 8, "lora_alpha": 16, "seed": seed}}
+    # Written last, as the trainer does: until it exists the folder is incomplete.
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
 BUILDERS = {"idefics3": build_idefics3, "mllama": build_mllama}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", type=Path, help="folder to write the checkpoint into")
-    parser.add_argument("--family", choices=sorted(BUILDERS), required=True)
+    parser.add_argument("out", type=Path, help="folder to write the checkpoint (or adapter) into")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--family", choices=sorted(BUILDERS), help="a tiny vision-language model")
+    what.add_argument("--lora-seed", type=int, help="a random LoRA adapter on the embedded SmolLM2, "
+                                                    "named after OUT's last folder")
+    parser.add_argument("--base-model", default="smollm2-135m-instruct", help="base_model in the adapter's manifest")
     parser.add_argument("--models-dir", type=Path, default=REPO / ".cache" / "models",
                         help="where the embedded SmolLM2 checkpoint is (or is provisioned)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.lora_seed is not None:
+        build_lora(args.out, args.models_dir, args.lora_seed, args.base_model)
+        print(f"wrote a LoRA adapter to {args.out}")
+        return 0
     BUILDERS[args.family](args.out, args.models_dir)
     (args.out / "tiny_model.json").write_text(json.dumps({"family": args.family}) + "\n")
     print(f"wrote a tiny {args.family} model to {args.out}")

@@ -121,6 +121,10 @@ class LoraArguments:
         default_factory=lambda: ["q_proj", "v_proj"],
         metadata=_help("module names that get adapters, or [all-linear]; [q_proj, v_proj] is PEFT's Llama default"),
     )
+    lora_last_layers: int = field(
+        default=0,
+        metadata=_help("adapt only the last N transformer blocks (0 = all); backward then stops there, which is what makes CPU runs quick"),
+    )
 
 
 @dataclass
@@ -216,3 +220,5 @@ def validate(config: Config) -> None:
         raise ConfigError("`prompt_template` must contain {prompt}")
     if config.lora.lora_r < 1:
         raise ConfigError("`lora_r` must be >= 1")
+    if config.lora.lora_last_layers < 0:
+        raise ConfigError("`lora_last_layers` must be >= 0")

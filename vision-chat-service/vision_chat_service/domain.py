@@ -62,11 +62,17 @@ class ChatFinal:
     completion_tokens: int
     time_to_first_token: float
     total_seconds: float
+    # Tokens per second after the first token, as the backend measured it
+    # (per token in the worker, or Ollama's eval_duration); None = estimate it.
+    measured_tokens_per_second: float | None = None
 
     @property
     def tokens_per_second(self) -> float:
         """Generation speed once the first token is out: prompt processing (which
         grows with images and history) is measured by time_to_first_token instead."""
+        if self.measured_tokens_per_second is not None:
+            return self.measured_tokens_per_second
+        # From the first text, which may trail the first token by a word.
         decoding = self.total_seconds - self.time_to_first_token
         if self.completion_tokens < 2 or decoding <= 0:
             return 0.0

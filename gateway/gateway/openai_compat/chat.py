@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from ..auth import current_principal
 from ..clients import ClientsDep, SettingsDep, request_metadata
 from ..errors import ApiError
-from ..routes.chat import _with_heartbeats
+from ..routes.chat import with_heartbeats
 from .convert import ChunkWriter, completion, completion_id, now, to_chat_request
 from .errors import OpenAIRoute, from_chat_grpc, sse_error
 from .schemas import ChatCompletionRequest
@@ -68,7 +68,7 @@ async def _chunks(call, first: chat_pb2.ChatResponse, writer: ChunkWriter, heart
     away) cancels the gRPC call, which stops the model."""
     try:
         yield _data(writer.role())
-        async for reply in _with_heartbeats(call, first, heartbeat_s):
+        async for reply in with_heartbeats(call, first, heartbeat_s):
             if reply is None:
                 yield ": keep-alive\n\n"
                 continue

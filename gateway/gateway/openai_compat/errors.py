@@ -26,8 +26,7 @@ from ..errors import ApiError, from_grpc
 log = logging.getLogger(__name__)
 
 # HTTP status → OpenAI's error `type`.
-_TYPE_BY_STATUS = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",
-                   429: "rate_limit_error"}
+_TYPE_BY_STATUS = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
 
 
 def openai_type(status: int) -> str:

@@ -17,7 +17,7 @@ from chatbot_protos.chat.v1 import chat_pb2
 from fastapi import APIRouter, Depends, Request
 
 from ..auth import current_principal
-from ..clients import ClientsDep, SettingsDep, request_metadata
+from ..clients import ClientsDep, ModelClients, SettingsDep, request_metadata
 from ..config import Settings
 from ..errors import from_grpc
 from .errors import OpenAIApiError, OpenAIRoute
@@ -49,7 +49,7 @@ def _transcription_entry(settings: Settings) -> dict:
             "task": "transcription"}
 
 
-async def _models(request: Request, clients: ClientsDep, settings: Settings) -> list[dict]:
+async def _models(request: Request, clients: ModelClients, settings: Settings) -> list[dict]:
     try:
         reply = await clients.chat.ListModels(chat_pb2.ListModelsRequest(), timeout=LIST_TIMEOUT_S,
                                               metadata=request_metadata(request))

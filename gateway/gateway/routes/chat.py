@@ -89,7 +89,7 @@ async def _events(call, first: chat_pb2.ChatResponse, heartbeat_s: float) -> Asy
     cancels the gRPC call, which stops the model."""
     try:
         yield sse("meta", {"model": first.model})
-        async for reply in _with_heartbeats(call, first, heartbeat_s):
+        async for reply in with_heartbeats(call, first, heartbeat_s):
             if reply is None:
                 yield ": heartbeat\n\n"
                 continue
@@ -105,7 +105,7 @@ async def _events(call, first: chat_pb2.ChatResponse, heartbeat_s: float) -> Asy
         call.cancel()
 
 
-async def _with_heartbeats(call, first: chat_pb2.ChatResponse, heartbeat_s: float) -> AsyncIterator:
+async def with_heartbeats(call, first: chat_pb2.ChatResponse, heartbeat_s: float) -> AsyncIterator:
     """Replies from the call, with None whenever heartbeat_s pass without one."""
     yield first
     pending = asyncio.ensure_future(call.read())

@@ -21,7 +21,7 @@ def get_metrics(request: Request) -> GatewayMetrics:
 MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, include_in_schema=False)
 async def metrics(registry: MetricsDep) -> Response:
     """Requests, latencies, time to first token, tokens/s, transcription latency and audio seconds, errors."""
     return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+from transformers.utils import logging as transformers_logging
 
 from ..adapters import AdapterInfo
 from ..errors import ModelNotFound
@@ -133,7 +136,8 @@ class AdapterPool:
 
     def _load(self, info: AdapterInfo) -> None:
         try:
-            self._model.load_adapter(str(info.path), adapter_name=info.name, local_files_only=True)
+            with _quiet_loading():
+                self._model.load_adapter(str(info.path), adapter_name=info.name)
         except Exception as error:  # a broken adapter must not take the service down
             log.warning("adapter %s skipped: PEFT could not load %s (%s)", info.name, info.path, error)
             self._failed[info.name] = info
@@ -143,3 +147,19 @@ class AdapterPool:
         self.loaded[info.name] = info
         log.info("adapter %s loaded from %s (base %s, created %s)", info.name, info.path, info.base_model,
                  info.created)
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """Loading a second adapter makes transformers report the first one's
+    weights as "MISSING … newly initialized" (they are not: only the new
+    adapter's are read) and PEFT warn that the model now has several adapters,
+    which is the point. Both would alarm whoever reads the log."""
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)

@@ -212,7 +212,16 @@ def _final(chunk: dict, started: float, first_token_at: float | None) -> ChatFin
         completion_tokens=int(chunk.get("eval_count") or 0),
         time_to_first_token=(first_token_at or now) - started,
         total_seconds=now - started,
+        measured_tokens_per_second=_eval_rate(chunk),
     )
+
+
+def _eval_rate(chunk: dict) -> float | None:
+    """Ollama's own generation speed: eval_count tokens in eval_duration ns."""
+    count, duration = chunk.get("eval_count"), chunk.get("eval_duration")
+    if not count or not duration:
+        return None
+    return float(count) / (float(duration) / 1e9)
 
 
 def _error_text(response: httpx.Response) -> str:

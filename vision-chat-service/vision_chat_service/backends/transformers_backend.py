@@ -43,6 +43,7 @@ class _Finished:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    tokens_per_second: float | None = None
     error: BaseException | None = None
 
 
@@ -67,15 +68,29 @@ class _CancelCriteria(StoppingCriteria):
 
 class _QueueStreamer(TextStreamer):
     """TextStreamer already holds back incomplete words (and so incomplete UTF-8);
-    this one hands each finished piece to the event loop instead of printing it."""
+    this one hands each finished piece to the event loop instead of printing it,
+    and times the tokens as they come (text can trail them by a word)."""
 
     def __init__(self, tokenizer, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
         super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
         self._loop, self._queue = loop, queue
+        self._token_times: list[float] = []
+
+    def put(self, value) -> None:
+        if not self.next_tokens_are_prompt:
+            self._token_times.append(time.perf_counter())
+        super().put(value)
 
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
         if text:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, text)
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        times = self._token_times
+        if len(times) < 2 or times[-1] <= times[0]:
+            return None
+        return (len(times) - 1) / (times[-1] - times[0])
 
 
 class TransformersBackend:
@@ -232,6 +247,7 @@ class TransformersBackend:
                 completion_tokens=item.completion_tokens,
                 time_to_first_token=(first_token_at or now) - started,
                 total_seconds=now - started,
+                measured_tokens_per_second=item.tokens_per_second,
             )
             done = True
             log.info("answered%s: %d prompt + %d completion tokens, first token after %.2f s, %.1f tokens/s",
@@ -289,6 +305,7 @@ class TransformersBackend:
                     output = self._loaded.model.generate(**inputs, **kwargs, streamer=streamer,
                                                          stopping_criteria=[_CancelCriteria(job.cancelled)])
             finished.completion_tokens = int(output.shape[1] - inputs["input_ids"].shape[1])
+            finished.tokens_per_second = streamer.tokens_per_second
         except ChatError as error:  # the caller's mistake (too long, bad image): its own status
             finished.error = error
         except Exception as error:  # reported to the caller as UNAVAILABLE, with a log line

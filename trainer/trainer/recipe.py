@@ -1,0 +1,121 @@
+"""Our configuration → TRL's SFTConfig and SFTTrainer. The one place that knows
+TRL's and transformers' argument names (pinned in pyproject.toml); the job
+(train.py) and the throughput benchmark (bench/trainer_throughput.py) both
+train through it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trainer.config import Config
+from trainer.model import lora_config
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from trl import SFTConfig, SFTTrainer
+
+log = logging.getLogger(__name__)
+
+
+def use_bf16(config: Config) -> bool:
+    import torch
+
+    train = config.train
+    if train.bf16 is not None:
+        return train.bf16
+    return not train.fp16 and not train.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def report_to(config: Config) -> list[str]:
+    wanted = [item for item in config.train.report_to if item != "none"]
+    if "tensorboard" in wanted and importlib.util.find_spec("tensorboard") is None:
+        log.warning("tensorboard is not installed (pip install 'trainer[tensorboard]'): no TensorBoard logs")
+        wanted.remove("tensorboard")
+    return wanted or ["none"]
+
+
+def sft_config(config: Config, output_dir: Path, text_field: str = "text") -> SFTConfig:
+    from trl import SFTConfig
+
+    train = config.train
+    checkpointing_kwargs: dict[str, Any] | None = {"selective": True} if train.selective_checkpointing else None
+    return SFTConfig(
+        output_dir=str(output_dir),
+        # what and how long
+        num_train_epochs=train.num_train_epochs,
+        max_steps=train.max_steps,
+        per_device_train_batch_size=train.per_device_train_batch_size,
+        per_device_eval_batch_size=train.per_device_eval_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        # data shaping (TRL)
+        max_length=train.max_length,
+        packing=train.packing,
+        padding_free=train.padding_free,
+        completion_only_loss=train.completion_only_loss,
+        dataset_text_field=text_field,
+        train_sampling_strategy=train.train_sampling_strategy,  # transformers 5: was group_by_length=True
+        # optimisation
+        learning_rate=train.learning_rate,
+        weight_decay=train.weight_decay,
+        max_grad_norm=train.max_grad_norm,
+        lr_scheduler_type=train.lr_scheduler_type,
+        warmup_steps=train.warmup_steps,  # transformers 5: a fraction < 1 replaces warmup_ratio
+        optim=train.optim,
+        seed=train.seed,
+        # memory and speed
+        gradient_checkpointing=train.gradient_checkpointing,
+        gradient_checkpointing_kwargs=checkpointing_kwargs,
+        activation_offloading=train.activation_offloading,
+        use_liger_kernel=train.use_liger_kernel,
+        bf16=use_bf16(config),
+        fp16=train.fp16,
+        use_cpu=train.use_cpu,
+        dataloader_num_workers=train.dataloader_num_workers,
+        # bookkeeping
+        logging_steps=train.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=train.save_steps,
+        save_total_limit=train.save_total_limit,
+        eval_strategy="no",  # evaluated before and after, by train.py
+        report_to=report_to(config),
+        disable_tqdm=train.disable_tqdm,
+    )
+
+
+def build_trainer(
+    config: Config,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_dataset: Dataset,
+    eval_dataset: Dataset | None,
+    output_dir: Path,
+    text_field: str = "text",
+    callbacks: list | None = None,
+) -> SFTTrainer:
+    from trl import SFTTrainer
+
+    return SFTTrainer(
+        model=model,
+        args=sft_config(config, output_dir, text_field),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,  # TRL 1.x: was tokenizer=
+        peft_config=lora_config(config.lora, model),
+        callbacks=callbacks,
+    )
+
+
+def trained_tokens(trainer: SFTTrainer) -> int | None:
+    """Non-padding tokens this process trained on (TRL 1.16 counts them per batch:
+    the attention mask's sum, or the flattened length when padding-free)."""
+    total = getattr(trainer, "_total_train_tokens", None)
+    if total:
+        return int(total)
+    logged = [entry["num_tokens"] for entry in trainer.state.log_history if "num_tokens" in entry]
+    return int(logged[-1]) if logged else None

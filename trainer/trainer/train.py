@@ -1,0 +1,158 @@
+"""One training job, start to finish: check the configuration and the data
+before any model loads, train (or resume), measure before and after, publish."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from trainer import data as data_module
+from trainer import output, recipe, samples
+from trainer.config import Config, ConfigError, validate
+from trainer.model import load_model, load_tokenizer, resolve_base_model
+
+log = logging.getLogger(__name__)
+
+
+def run(config: Config) -> Path | None:
+    """Trains and publishes the adapter; returns its folder (None on the
+    non-main processes of a multi-GPU run)."""
+    validate(config)
+    adapters_dir, run_dir, name = Path(config.run.adapters_dir), config.run_dir, config.run.name
+    output.check_target_free(adapters_dir, name, config.run.overwrite)
+    resume_from = _checkpoint_to_resume(config, run_dir)
+    data = data_module.load(config.data, config.train.seed)  # data errors surface before a model loads
+
+    load_path, recorded_base = resolve_base_model(config.model.base_model)
+    started = time.monotonic()
+    tokenizer = load_tokenizer(load_path, config.model.trust_remote_code)
+    model = load_model(load_path, config.model, config.train)
+    log.info("loaded %s (%s) in %.1f s", load_path, config.model.quantization, time.monotonic() - started)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = recipe.build_trainer(
+        config, model, tokenizer, data.train, data.eval, run_dir, text_field=config.data.text_column
+    )
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    metrics = _training_metrics(trainer, result)
+    metrics.update(_eval_losses(trainer))
+    sample_rows = _samples(config, trainer, tokenizer, use_chat_template=data.format != "text")
+
+    if not trainer.is_world_process_zero():
+        trainer.accelerator.wait_for_everyone()
+        return None
+    _write_run_reports(run_dir, trainer.state.log_history)
+    content = output.manifest(
+        name=name,
+        base_model=recorded_base,
+        dataset=data.manifest(),
+        hyperparameters=config.as_dict(),
+        metrics=metrics,
+        samples=sample_rows,
+        run={
+            "global_step": trainer.state.global_step,
+            "resumed_from": resume_from.name if resume_from else None,
+            "device": str(trainer.args.device),
+            "run_dir": str(run_dir),
+        },
+    )
+
+    def write_files(staging: Path) -> None:
+        trainer.model.save_pretrained(staging)  # adapter_config.json + adapter_model.safetensors
+        tokenizer.save_pretrained(staging)
+        if config.run.ollama_from:
+            (staging / "Modelfile").write_text(output.modelfile(config.run.ollama_from), encoding="utf-8")
+
+    target = output.publish(adapters_dir, name, write_files, content, overwrite=config.run.overwrite)
+    output.remove_checkpoints(run_dir)  # the adapter is out; optimizer states are large
+    trainer.accelerator.wait_for_everyone()
+    _log_summary(target, metrics)
+    return target
+
+
+def _checkpoint_to_resume(config: Config, run_dir: Path) -> Path | None:
+    output.remove_stale_partials(Path(config.run.adapters_dir), config.run.name)
+    if config.run.resume:
+        checkpoint = output.latest_checkpoint(run_dir)
+        if checkpoint is None:
+            log.warning("--resume: no complete checkpoint in %s, starting from the beginning", run_dir)
+        else:
+            log.info("resuming from %s", checkpoint)
+        return checkpoint
+    if output.checkpoints(run_dir):
+        raise ConfigError(
+            f"run folder {run_dir} holds checkpoints of an unfinished run of {config.run.name!r}: "
+            "pass --resume to continue it, or delete the folder to start over"
+        )
+    return None
+
+
+def _training_metrics(trainer: Any, result: Any) -> dict[str, Any]:
+    runtime = float(result.metrics.get("train_runtime", 0.0))
+    tokens = recipe.trained_tokens(trainer)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {
+        "train_loss": float(result.training_loss),
+        "train_loss_first": losses[0] if losses else None,
+        "train_loss_last": losses[-1] if losses else None,
+        "train_tokens": tokens,
+        "tokens_per_second": round(tokens / runtime, 2) if tokens and runtime else None,
+        "samples_per_second": result.metrics.get("train_samples_per_second"),
+        "runtime_seconds": round(runtime, 2),
+        "steps": trainer.state.global_step,
+    }
+
+
+def _eval_losses(trainer: Any) -> dict[str, Any]:
+    """Eval loss of the base model (adapter switched off) and of base + adapter,
+    both measured now, so an interrupted and resumed run reports the same pair."""
+    if trainer.eval_dataset is None:
+        return {"eval_loss_before": None, "eval_loss_after": None}
+    with trainer.model.disable_adapter():
+        before = trainer.evaluate(metric_key_prefix="eval_before")["eval_before_loss"]
+    after = trainer.evaluate(metric_key_prefix="eval_after")["eval_after_loss"]
+    return {"eval_loss_before": before, "eval_loss_after": after}
+
+
+def _samples(config: Config, trainer: Any, tokenizer: Any, use_chat_template: bool) -> list[dict[str, str]]:
+    if not trainer.is_world_process_zero():
+        return []
+    prompts = config.run.sample_prompts
+    kwargs = {
+        "template": config.run.prompt_template,
+        "use_chat_template": use_chat_template,
+        "max_new_tokens": config.run.sample_max_new_tokens,
+    }
+    before = samples.generate(trainer.model, tokenizer, prompts, adapter=False, **kwargs)
+    after = samples.generate(trainer.model, tokenizer, prompts, adapter=True, **kwargs)
+    return [{"prompt": p, "before": b, "after": a} for p, b, a in zip(prompts, before, after)]
+
+
+def _write_run_reports(run_dir: Path, log_history: list[dict]) -> None:
+    (run_dir / "log_history.json").write_text(json.dumps(log_history, indent=1) + "\n", encoding="utf-8")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot
+    except ImportError:
+        log.info("matplotlib is not installed (pip install 'trainer[reports]'): no loss-curve PNG")
+        return
+    points = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry]
+    if not points:
+        return
+    figure, axes = pyplot.subplots(figsize=(6, 3.5))
+    axes.plot(*zip(*points), marker=".")
+    axes.set_xlabel("step")
+    axes.set_ylabel("training loss")
+    figure.tight_layout()
+    figure.savefig(run_dir / "loss.png", dpi=100)
+    pyplot.close(figure)
+
+
+def _log_summary(target: Path, metrics: dict[str, Any]) -> None:
+    shown = {key: metrics.get(key) for key in ("train_loss", "eval_loss_before", "eval_loss_after", "tokens_per_second", "runtime_seconds")}
+    log.info("done: %s %s", target, json.dumps(shown))
