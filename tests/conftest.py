@@ -19,9 +19,11 @@ TEST_MAX_AUDIO_SECONDS = 120
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> Stack:
-    config = StackConfig.on_free_ports(tmp_path_factory.mktemp("stack"),
-                                       extra_env={"CHAT_MAX_TOKENS": TEST_MAX_TOKENS,
-                                                  "ASR_MAX_AUDIO_SECONDS": str(TEST_MAX_AUDIO_SECONDS)})
+    run_dir = tmp_path_factory.mktemp("stack")
+    # Adapters from a developer's trainer runs (.cache/adapters) must not leak into tests.
+    config = StackConfig.on_free_ports(run_dir, extra_env={
+        "CHAT_MAX_TOKENS": TEST_MAX_TOKENS, "ASR_MAX_AUDIO_SECONDS": str(TEST_MAX_AUDIO_SECONDS),
+        "ADAPTERS_DIR": str(run_dir / "adapters")})
     running = Stack(config)
     try:
         running.start(timeout=900)

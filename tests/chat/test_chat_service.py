@@ -127,7 +127,9 @@ def test_unknown_model_is_not_found(chat_stub):
 
 
 def test_list_models_reports_the_text_only_embedded_model(chat_stub):
-    (model,) = chat_stub.ListModels(chat_pb2.ListModelsRequest()).models
+    # The base model comes first; adapters the trainer left in ADAPTERS_DIR may follow.
+    model, *adapters = chat_stub.ListModels(chat_pb2.ListModelsRequest()).models
     assert (model.name, model.backend, model.vision, model.max_images_per_message) == (
         "smollm2-135m-instruct", "transformers", False, 0)
-    assert model.context_length == 8192
+    assert model.context_length == 8192 and model.base_model == ""
+    assert all(adapter.base_model == model.name for adapter in adapters)

@@ -49,9 +49,8 @@ def test_default_system_prompt_opens_a_conversation_that_has_none(stub):
 def test_final_message_reports_generation_speed(stub):
     request = chat_pb2.ChatRequest(messages=[user("Cuenta del uno al veinte.")],
                                    options=chat_pb2.GenerationOptions(max_tokens=12, temperature=0))
-    call = stub.Chat(request, timeout=180)
-    final = list(call)[-1].final
-    speed = float(dict(call.trailing_metadata())["tokens-per-second"])
+    final = list(stub.Chat(request, timeout=180))[-1].final
+    speed = final.tokens_per_second
     assert final.completion_tokens >= 3
     # Timed per token after the first: at least the rate over the whole call,
     # which also counts reading the prompt.

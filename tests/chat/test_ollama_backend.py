@@ -64,9 +64,7 @@ def test_streams_ollamas_chunks_in_order_and_ends_with_counts(chat_stub):
 
 
 def test_generation_speed_is_ollamas_own_eval_rate(chat_stub):
-    call = chat_stub.Chat(user_message("¿Qué ves?"), timeout=30)
-    list(call)
-    speed = float(dict(call.trailing_metadata())["tokens-per-second"])
+    speed = list(chat_stub.Chat(user_message("¿Qué ves?"), timeout=30))[-1].final.tokens_per_second
     assert speed == pytest.approx(len(REPLY_PIECES) / (EVAL_DURATION_NS / 1e9), abs=0.01)
 
 

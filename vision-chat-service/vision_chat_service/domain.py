@@ -146,5 +146,6 @@ def final_to_pb(final: ChatFinal, model: str) -> chat_pb2.ChatResponse:
             completion_tokens=final.completion_tokens,
             time_to_first_token_seconds=final.time_to_first_token,
             total_seconds=final.total_seconds,
+            tokens_per_second=final.tokens_per_second,
         ),
     )

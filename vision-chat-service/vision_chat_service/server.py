@@ -23,7 +23,8 @@ async def serve(settings: Settings) -> int:
     backend = create_backend(settings)
     try:
         server = ModelServer("vision-chat-service", [SERVICE_NAME], settings.max_message_bytes)
-        chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatServicer(backend, settings.chat_system_prompt), server.server)
+        servicer = ChatServicer(backend, settings.chat_system_prompt)
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(servicer, server.server)
         port = server.bind(settings.chat_host, settings.chat_port)
         # The launcher and the tests read this line to learn the port when it was 0.
         log.info("vision-chat-service listening on %s (backend %s, model %s)",

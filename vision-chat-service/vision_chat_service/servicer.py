@@ -13,10 +13,6 @@ from .errors import ChatError, status_for
 
 log = logging.getLogger(__name__)
 
-# ChatFinal has no field for the generation speed (yet): it travels as trailing
-# metadata, the way "error-type" does for errors.
-TOKENS_PER_SECOND_METADATA_KEY = "tokens-per-second"
-
 
 class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     def __init__(self, backend: ChatBackend, system_prompt: str = "") -> None:
@@ -29,8 +25,6 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
             chat_request = with_system_prompt(request_from_pb(request), self._system_prompt)
             async for event in self._backend.stream(chat_request):
                 if isinstance(event, ChatFinal):
-                    context.set_trailing_metadata(
-                        ((TOKENS_PER_SECOND_METADATA_KEY, f"{event.tokens_per_second:.2f}"),))
                     yield final_to_pb(event, model)
                 else:
                     yield delta_to_pb(event, model)

@@ -38,7 +38,7 @@ def usage_of(final: chat_pb2.ChatFinal) -> dict:
 
 def timings_of(final: chat_pb2.ChatFinal) -> dict:
     return {"time_to_first_token_s": round(final.time_to_first_token_seconds, 3),
-            "total_s": round(final.total_seconds, 3)}
+            "total_s": round(final.total_seconds, 3), "tokens_per_second": round(final.tokens_per_second, 2)}
 
 
 @router.post("/api/chat")

@@ -103,6 +103,8 @@ class AdapterPool:
 
     def __init__(self, model) -> None:
         self._model = model
+        # Replaced, never changed in place: the event loop reads it while a
+        # thread loads adapters, and must see a whole dict.
         self.loaded: dict[str, AdapterInfo] = {}
         # Adapters that failed to load, so that each version is tried (and logged) once.
         self._failed: dict[str, AdapterInfo] = {}
@@ -129,7 +131,7 @@ class AdapterPool:
         with self.gate.exclusive():
             for name in stale:
                 self._model.delete_adapter(name)
-                del self.loaded[name]
+                self.loaded = {key: info for key, info in self.loaded.items() if key != name}
                 log.info("adapter %s unloaded", name)
             for info in new:
                 self._load(info)
@@ -144,7 +146,7 @@ class AdapterPool:
             if info.name in getattr(self._model, "peft_config", {}):
                 self._model.delete_adapter(info.name)
             return
-        self.loaded[info.name] = info
+        self.loaded = {**self.loaded, info.name: info}
         log.info("adapter %s loaded from %s (base %s, created %s)", info.name, info.path, info.base_model,
                  info.created)
 

@@ -69,8 +69,8 @@ def _quantization(setting: str, device: str, dtype: torch.dtype) -> dict:
         import bitsandbytes  # noqa: F401  (only checked for: transformers imports it itself)
         from transformers import BitsAndBytesConfig
     except ImportError:
-        raise BackendUnavailable("CHAT_QUANTIZATION=4bit needs bitsandbytes: "
-                                 "pip install 'vision-chat-service[quantization]'") from None
+        raise BackendUnavailable("CHAT_QUANTIZATION=4bit needs bitsandbytes (pip install bitsandbytes), "
+                                 "which this installation lacks") from None
     if device != "cuda":
         log.warning("CHAT_QUANTIZATION=4bit on %s: bitsandbytes runs NF4 on CPUs, but slower than fp32", device)
     # NF4 with double quantization: the QLoRA recipe, so an adapter trained with

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 from chatbot_protos.serving import in_daemon_thread
-from transformers import StoppingCriteria, TextStreamer
 
 from .. import embedded_model
 from ..adapters import base_matcher, scan
@@ -33,6 +32,7 @@ from ..stop_strings import StopStringFilter
 from .adapter_pool import AdapterPool
 from .base import ModelDescription, StreamEvent
 from .loading import LoadedModel, load_model, pick_device
+from .streaming import CancelCriteria, QueueStreamer
 
 log = logging.getLogger(__name__)
 
@@ -56,41 +56,6 @@ class _Job:
     queue: asyncio.Queue
     cancelled: threading.Event = field(default_factory=threading.Event)
     finished: _Finished = field(default_factory=_Finished)
-
-
-class _CancelCriteria(StoppingCriteria):
-    def __init__(self, cancelled: threading.Event) -> None:
-        self._cancelled = cancelled
-
-    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self._cancelled.is_set(), dtype=torch.bool)
-
-
-class _QueueStreamer(TextStreamer):
-    """TextStreamer already holds back incomplete words (and so incomplete UTF-8);
-    this one hands each finished piece to the event loop instead of printing it,
-    and times the tokens as they come (text can trail them by a word)."""
-
-    def __init__(self, tokenizer, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
-        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        self._loop, self._queue = loop, queue
-        self._token_times: list[float] = []
-
-    def put(self, value) -> None:
-        if not self.next_tokens_are_prompt:
-            self._token_times.append(time.perf_counter())
-        super().put(value)
-
-    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        if text:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, text)
-
-    @property
-    def tokens_per_second(self) -> float | None:
-        times = self._token_times
-        if len(times) < 2 or times[-1] <= times[0]:
-            return None
-        return (len(times) - 1) / (times[-1] - times[0])
 
 
 class TransformersBackend:
@@ -138,8 +103,10 @@ class TransformersBackend:
         self._adapters = AdapterPool(loaded.model)
         self._matches_base = base_matcher(self._model_name, path)
         self._loaded = loaded
-        log.info("loaded %s (%s, %s) on %s in %.1f s", self._model_name, loaded.family,
-                 "vision" if loaded.prompter.vision else "text only", self._device, time.perf_counter() - started)
+        weights = "nf4" if self._settings.chat_quantization == "4bit" else str(loaded.dtype).removeprefix("torch.")
+        log.info("loaded %s (%s, %s, %s weights, %.0f MiB) on %s in %.1f s", self._model_name, loaded.family,
+                 "vision" if loaded.prompter.vision else "text only", weights,
+                 loaded.model.get_memory_footprint() / 2**20, self._device, time.perf_counter() - started)
 
     # --- adapters ---------------------------------------------------------
 
@@ -295,7 +262,7 @@ class TransformersBackend:
         try:
             inputs = self._encode(job)  # here, not on the event loop: images take real work
             kwargs = self._generation_kwargs(job)
-            streamer = _QueueStreamer(self._loaded.prompter.tokenizer, job.loop, job.queue)
+            streamer = QueueStreamer(self._loaded.prompter.tokenizer, job.loop, job.queue)
             with self._adapters.gate.use(job.adapter):
                 if job.cancelled.is_set():
                     return  # the caller left while we waited for the adapter switch
@@ -303,7 +270,7 @@ class TransformersBackend:
                     torch.manual_seed(job.request.options.seed)
                 with torch.inference_mode():
                     output = self._loaded.model.generate(**inputs, **kwargs, streamer=streamer,
-                                                         stopping_criteria=[_CancelCriteria(job.cancelled)])
+                                                         stopping_criteria=[CancelCriteria(job.cancelled)])
             finished.completion_tokens = int(output.shape[1] - inputs["input_ids"].shape[1])
             finished.tokens_per_second = streamer.tokens_per_second
         except ChatError as error:  # the caller's mistake (too long, bad image): its own status

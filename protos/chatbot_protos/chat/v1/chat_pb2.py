@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!chatbot_protos/chat/v1/chat.proto\x12\x0f\x63hatbot.chat.v1\"(\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\"d\n\x07Message\x12#\n\x04role\x18\x01 \x01(\x0e\x32\x15.chatbot.chat.v1.Role\x12\x0c\n\x04text\x18\x02 \x01(\t\x12&\n\x06images\x18\x03 \x03(\x0b\x32\x16.chatbot.chat.v1.Image\"\xad\x01\n\x11GenerationOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x05 \x03(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"\x8e\x01\n\x0b\x43hatRequest\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.chatbot.chat.v1.Message\x12\x33\n\x07options\x18\x02 \x01(\x0b\x32\".chatbot.chat.v1.GenerationOptions\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x04 \x01(\t\"\xaf\x01\n\tChatFinal\x12\x34\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1d.chatbot.chat.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\r\x12#\n\x1btime_to_first_token_seconds\x18\x04 \x01(\x02\x12\x15\n\rtotal_seconds\x18\x05 \x01(\x02\"W\n\x0c\x43hatResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12)\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x1a.chatbot.chat.v1.ChatFinal\"\x13\n\x11ListModelsRequest\"\x86\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x0e\n\x06vision\x18\x03 \x01(\x08\x12\x1e\n\x16max_images_per_message\x18\x04 \x01(\r\x12\x12\n\nbase_model\x18\x05 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\r\"@\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.chatbot.chat.v1.ModelInfo*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*_\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x32\xab\x01\n\x0b\x43hatService\x12\x45\n\x04\x43hat\x12\x1c.chatbot.chat.v1.ChatRequest\x1a\x1d.chatbot.chat.v1.ChatResponse0\x01\x12U\n\nListModels\x12\".chatbot.chat.v1.ListModelsRequest\x1a#.chatbot.chat.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!chatbot_protos/chat/v1/chat.proto\x12\x0f\x63hatbot.chat.v1\"(\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x11\n\tmime_type\x18\x02 \x01(\t\"d\n\x07Message\x12#\n\x04role\x18\x01 \x01(\x0e\x32\x15.chatbot.chat.v1.Role\x12\x0c\n\x04text\x18\x02 \x01(\t\x12&\n\x06images\x18\x03 \x03(\x0b\x32\x16.chatbot.chat.v1.Image\"\xad\x01\n\x11GenerationOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12\x0c\n\x04stop\x18\x05 \x03(\tB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\r\n\x0b_max_tokensB\x07\n\x05_seed\"\x8e\x01\n\x0b\x43hatRequest\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.chatbot.chat.v1.Message\x12\x33\n\x07options\x18\x02 \x01(\x0b\x32\".chatbot.chat.v1.GenerationOptions\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x64\x61pter\x18\x04 \x01(\t\"\xca\x01\n\tChatFinal\x12\x34\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x1d.chatbot.chat.v1.FinishReason\x12\x15\n\rprompt_tokens\x18\x02 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x03 \x01(\r\x12#\n\x1btime_to_first_token_seconds\x18\x04 \x01(\x02\x12\x15\n\rtotal_seconds\x18\x05 \x01(\x02\x12\x19\n\x11tokens_per_second\x18\x06 \x01(\x02\"W\n\x0c\x43hatResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12)\n\x05\x66inal\x18\x03 \x01(\x0b\x32\x1a.chatbot.chat.v1.ChatFinal\"\x13\n\x11ListModelsRequest\"\x86\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x0e\n\x06vision\x18\x03 \x01(\x08\x12\x1e\n\x16max_images_per_message\x18\x04 \x01(\r\x12\x12\n\nbase_model\x18\x05 \x01(\t\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\r\"@\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.chatbot.chat.v1.ModelInfo*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*_\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x32\xab\x01\n\x0b\x43hatService\x12\x45\n\x04\x43hat\x12\x1c.chatbot.chat.v1.ChatRequest\x1a\x1d.chatbot.chat.v1.ChatResponse0\x01\x12U\n\nListModels\x12\".chatbot.chat.v1.ListModelsRequest\x1a#.chatbot.chat.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'chatbot_protos.chat.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1010
-  _globals['_ROLE']._serialized_end=1090
-  _globals['_FINISHREASON']._serialized_start=1092
-  _globals['_FINISHREASON']._serialized_end=1187
+  _globals['_ROLE']._serialized_start=1037
+  _globals['_ROLE']._serialized_end=1117
+  _globals['_FINISHREASON']._serialized_start=1119
+  _globals['_FINISHREASON']._serialized_end=1214
   _globals['_IMAGE']._serialized_start=54
   _globals['_IMAGE']._serialized_end=94
   _globals['_MESSAGE']._serialized_start=96
@@ -44,15 +44,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATREQUEST']._serialized_start=375
   _globals['_CHATREQUEST']._serialized_end=517
   _globals['_CHATFINAL']._serialized_start=520
-  _globals['_CHATFINAL']._serialized_end=695
-  _globals['_CHATRESPONSE']._serialized_start=697
-  _globals['_CHATRESPONSE']._serialized_end=784
-  _globals['_LISTMODELSREQUEST']._serialized_start=786
-  _globals['_LISTMODELSREQUEST']._serialized_end=805
-  _globals['_MODELINFO']._serialized_start=808
-  _globals['_MODELINFO']._serialized_end=942
-  _globals['_LISTMODELSRESPONSE']._serialized_start=944
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1008
-  _globals['_CHATSERVICE']._serialized_start=1190
-  _globals['_CHATSERVICE']._serialized_end=1361
+  _globals['_CHATFINAL']._serialized_end=722
+  _globals['_CHATRESPONSE']._serialized_start=724
+  _globals['_CHATRESPONSE']._serialized_end=811
+  _globals['_LISTMODELSREQUEST']._serialized_start=813
+  _globals['_LISTMODELSREQUEST']._serialized_end=832
+  _globals['_MODELINFO']._serialized_start=835
+  _globals['_MODELINFO']._serialized_end=969
+  _globals['_LISTMODELSRESPONSE']._serialized_start=971
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1035
+  _globals['_CHATSERVICE']._serialized_start=1217
+  _globals['_CHATSERVICE']._serialized_end=1388
 # @@protoc_insertion_point(module_scope)
