@@ -3,31 +3,18 @@ and keeps running."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from scripts.stack import free_port
-from tests.support.services import start_service
+from tests.support.services import gateway_service
 
 
 @pytest.fixture(scope="module")
 def lonely_gateway(tmp_path_factory):
-    port = free_port()
-    service = start_service("gateway", tmp_path_factory.mktemp("gateway"), {
-        "GATEWAY_PORT": str(port), "ASR_ADDR": f"127.0.0.1:{free_port()}", "CHAT_ADDR": f"127.0.0.1:{free_port()}"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"{url}/healthz", timeout=2)
-            break
-        except httpx.TransportError:
-            assert service.running() and time.monotonic() < deadline, service.log_tail()
-            time.sleep(0.2)
-    yield url, service
-    service.stop()
+    env = {"ASR_ADDR": f"127.0.0.1:{free_port()}", "CHAT_ADDR": f"127.0.0.1:{free_port()}"}
+    with gateway_service(tmp_path_factory.mktemp("gateway"), env) as (service, url):
+        yield url, service
 
 
 def test_healthz_is_alive_but_readyz_is_503_naming_each_dependency(lonely_gateway):

@@ -9,27 +9,15 @@ import time
 import httpx
 import pytest
 
-from scripts.stack import free_port
-from tests.support.services import start_service
+from tests.support.services import gateway_service
 
 
 @pytest.fixture(scope="module")
 def json_gateway(tmp_path_factory, chat_addr, asr_addr):
     """A second gateway, logging JSON, in front of the stack's model services."""
-    port = free_port()
-    service = start_service("gateway", tmp_path_factory.mktemp("gateway-json"), {
-        "GATEWAY_PORT": str(port), "ASR_ADDR": asr_addr, "CHAT_ADDR": chat_addr, "GATEWAY_LOG_FORMAT": "json"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"{url}/healthz", timeout=2)
-            break
-        except httpx.TransportError:
-            assert service.running() and time.monotonic() < deadline, service.log_tail()
-            time.sleep(0.2)
-    yield url, service
-    service.stop()
+    env = {"ASR_ADDR": asr_addr, "CHAT_ADDR": chat_addr, "GATEWAY_LOG_FORMAT": "json"}
+    with gateway_service(tmp_path_factory.mktemp("gateway-json"), env) as (service, url):
+        yield url, service
 
 
 def test_json_logs_are_one_object_per_line_with_the_request_id(json_gateway):

@@ -4,8 +4,11 @@ that need a configuration the shared stack does not have."""
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 from scripts.stack import REPO, Service, StackConfig, free_port
 from tests.support.grpc_health import wait_until_serving
@@ -34,5 +37,25 @@ def grpc_service(kind: str, log_dir: Path, env: dict[str, str], timeout: float =
     except BaseException:
         print(service.log_tail())
         raise
+    finally:
+        service.stop()
+
+
+@contextmanager
+def gateway_service(log_dir: Path, env: dict[str, str], timeout: float = 60):
+    """A gateway on a free port, answering /healthz; yields (service, base URL)."""
+    port = free_port()
+    service = start_service("gateway", log_dir, {**env, "GATEWAY_PORT": str(port)})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                httpx.get(f"{url}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert service.running() and time.monotonic() < deadline, service.log_tail()
+                time.sleep(0.2)
+        yield service, url
     finally:
         service.stop()

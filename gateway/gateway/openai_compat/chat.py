@@ -11,9 +11,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from ..auth import current_principal
+from ..chat_calls import collect_answer, first_reply, with_heartbeats
 from ..clients import ClientsDep, SettingsDep, request_metadata
-from ..errors import ApiError
-from ..routes.chat import with_heartbeats
 from .convert import ChunkWriter, completion, completion_id, now, to_chat_request
 from .errors import OpenAIRoute, from_chat_grpc, sse_error
 from .schemas import ChatCompletionRequest
@@ -32,27 +31,18 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
                              metadata=request_metadata(request))
     if body.stream:
         return await _stream(call, body, settings.sse_heartbeat_s)
-    text, final, model = [], chat_pb2.ChatFinal(), body.model
     try:
-        async for reply in call:
-            text.append(reply.delta)
-            model = reply.model or model
-            if reply.HasField("final"):
-                final = reply.final
+        answer = await collect_answer(call, default_model=body.model)
     except grpc.aio.AioRpcError as error:
         raise from_chat_grpc(error) from None
-    return completion(completion_id(), now(), model, "".join(text), final)
+    return completion(completion_id(), now(), answer.model, answer.text, answer.final)
 
 
 async def _stream(call, body: ChatCompletionRequest, heartbeat_s: float) -> StreamingResponse:
-    # As /api/chat/stream: wait for the first reply before answering 200, so that
-    # refusals (unknown model, image to a text model, busy) keep their status.
     try:
-        first = await call.read()
+        first = await first_reply(call)
     except grpc.aio.AioRpcError as error:
         raise from_chat_grpc(error) from None
-    if first is grpc.aio.EOF:
-        raise ApiError(502, "the chat service ended the answer without a reply", "backend_error")
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     writer = ChunkWriter(first.model or body.model, include_usage)
     return StreamingResponse(_chunks(call, first, writer, heartbeat_s), media_type="text/event-stream",

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -12,8 +11,9 @@ from chatbot_protos.chat.v1 import chat_pb2
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import StreamingResponse
 
+from ..chat_calls import collect_answer, first_reply, with_heartbeats
 from ..clients import ClientsDep, SettingsDep, request_metadata
-from ..errors import ApiError, bad_request, from_grpc
+from ..errors import bad_request, from_grpc
 from ..uploads import is_present, read_upload
 
 router = APIRouter(tags=["chat"])
@@ -47,18 +47,13 @@ async def chat(request: Request, clients: ClientsDep, settings: SettingsDep,
     """Answers in one JSON document once the model has finished (the seed's contract)."""
     chat_request = await build_request(message, image)
     call = clients.chat.Chat(chat_request, timeout=settings.chat_timeout_s, metadata=request_metadata(request))
-    parts, final, model = [], chat_pb2.ChatFinal(), ""
     try:
-        async for reply in call:
-            parts.append(reply.delta)
-            model = reply.model or model
-            if reply.HasField("final"):
-                final = reply.final
+        answer = await collect_answer(call)
     except grpc.aio.AioRpcError as error:
         raise from_grpc(error, "chat") from None
-    return {"model": model, "message": {"role": "assistant", "content": "".join(parts)}, "done": True,
-            "done_reason": _FINISH_NAMES.get(final.finish_reason, "stop"),
-            "usage": usage_of(final), "timings": timings_of(final)}
+    return {"model": answer.model, "message": {"role": "assistant", "content": answer.text}, "done": True,
+            "done_reason": _FINISH_NAMES.get(answer.final.finish_reason, "stop"),
+            "usage": usage_of(answer.final), "timings": timings_of(answer.final)}
 
 
 def sse(event: str, data: dict) -> str:
@@ -71,14 +66,10 @@ async def chat_stream(request: Request, clients: ClientsDep, settings: SettingsD
     """Streams the answer as Server-Sent Events while the model generates it."""
     chat_request = await build_request(message, image)
     call = clients.chat.Chat(chat_request, timeout=settings.chat_timeout_s, metadata=request_metadata(request))
-    # Wait for the first reply before answering 200, so that refusals (bad image,
-    # busy, model down) get their own HTTP status instead of a stream that errs.
     try:
-        first = await call.read()
+        first = await first_reply(call)
     except grpc.aio.AioRpcError as error:
         raise from_grpc(error, "chat") from None
-    if first is grpc.aio.EOF:
-        raise ApiError(502, "the chat service ended the answer without a reply", "backend_error")
     events = _events(call, first, settings.sse_heartbeat_s)
     return StreamingResponse(events, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -103,22 +94,3 @@ async def _events(call, first: chat_pb2.ChatResponse, heartbeat_s: float) -> Asy
         yield sse("error", failure.body())
     finally:
         call.cancel()
-
-
-async def with_heartbeats(call, first: chat_pb2.ChatResponse, heartbeat_s: float) -> AsyncIterator:
-    """Replies from the call, with None whenever heartbeat_s pass without one."""
-    yield first
-    pending = asyncio.ensure_future(call.read())
-    try:
-        while True:
-            done, _ = await asyncio.wait({pending}, timeout=heartbeat_s)
-            if not done:
-                yield None
-                continue
-            reply = pending.result()
-            if reply is grpc.aio.EOF:
-                return
-            yield reply
-            pending = asyncio.ensure_future(call.read())
-    finally:
-        pending.cancel()
