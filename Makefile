@@ -14,7 +14,7 @@ SERVICE_VENVS := $(VENV)/asr/.installed $(VENV)/chat/.installed $(VENV)/gateway/
 run: system-run venvs
 	$(VENV)/gateway/bin/python scripts/stack.py run
 
-test: system-test venvs $(VENV)/test/.installed
+test: system-test venvs $(VENV)/test/.installed $(VENV)/trainer/.installed
 	$(VENV)/test/bin/python -m pytest tests
 
 venvs: $(SERVICE_VENVS)
@@ -42,6 +42,13 @@ $(VENV)/chat/.installed: vision-chat-service/pyproject.toml vision-chat-service/
 $(VENV)/gateway/.installed: gateway/pyproject.toml protos/pyproject.toml
 	$(PYTHON) -m venv $(VENV)/gateway
 	$(VENV)/gateway/bin/pip install $(PIP_FLAGS) -e protos -e gateway
+	touch $@
+
+# The QLoRA trainer (not a service: `make run` does not need it; the tests do).
+$(VENV)/trainer/.installed: trainer/pyproject.toml
+	$(PYTHON) -m venv $(VENV)/trainer
+	$(VENV)/trainer/bin/pip install $(PIP_FLAGS) $(TORCH_CPU)
+	$(VENV)/trainer/bin/pip install $(PIP_FLAGS) -e trainer
 	touch $@
 
 $(VENV)/test/.installed: tests/requirements.txt protos/pyproject.toml

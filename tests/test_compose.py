@@ -43,8 +43,8 @@ PY_SERVICES = {
 BUILT_SERVICES = {**{name: folder for name, (folder, _, _) in PY_SERVICES.items()}, "nginx": "frontend"}
 # Services whose code lands with a later issue: their compose entry and
 # Dockerfile are checked now, their package and variables once it exists.
-# Remove the entry when the package arrives (the trainer: issue 7).
-PACKAGE_LANDS_LATER = {"trainer"}
+# Remove the entry when the package arrives (the trainer arrived with issue 7).
+PACKAGE_LANDS_LATER: set[str] = set()
 PY_SERVICES_WITH_CODE = sorted(set(PY_SERVICES) - PACKAGE_LANDS_LATER)
 BUILT_SERVICES_WITH_CODE = sorted(set(BUILT_SERVICES) - PACKAGE_LANDS_LATER)
 

@@ -132,17 +132,22 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return values
 
 
-def split_command_line(argv: list[str]) -> tuple[Path | None, dict[str, Any], bool]:
-    """(config file, overrides, help wanted). `--key value`, `--key=value`, a bare
-    `--flag` (true for a boolean), and `--list a b c` for list keys."""
+def split_command_line(argv: list[str]) -> tuple[Path | None, dict[str, Any], str]:
+    """(config file, overrides, action). `--key value`, `--key=value`, a bare
+    `--flag` (true for a boolean), and `--list a b c` for list keys. The action is
+    "train", "help" or "print_config" (show the resolved configuration, train nothing)."""
     config_file: Path | None = None
     overrides: dict[str, Any] = {}
+    action = "train"
     index = 0
     while index < len(argv):
         token = argv[index]
         index += 1
         if token in ("-h", "--help"):
-            return config_file, overrides, True
+            return config_file, overrides, "help"
+        if token in ("--print_config", "--print-config"):
+            action = "print_config"
+            continue
         if not token.startswith("--") or token == "--":
             raise ConfigError(f"unexpected argument {token!r}: arguments are --key value pairs")
         name, has_value, inline = token[2:].partition("=")
@@ -171,30 +176,35 @@ def split_command_line(argv: list[str]) -> tuple[Path | None, dict[str, Any], bo
         else:
             raise ConfigError(f"--{name} takes one value, got {values}")
         overrides[name] = coerce(name, raw)
-    return config_file, overrides, False
+    return config_file, overrides, action
 
 
 def parse(argv: list[str]) -> Config | None:
     """The configuration for `argv`, or None when help was asked for (and printed)."""
-    config_file, overrides, wants_help = split_command_line(argv)
-    if wants_help:
+    return parse_with_action(argv)[0]
+
+
+def parse_with_action(argv: list[str]) -> tuple[Config | None, str]:
+    config_file, overrides, action = split_command_line(argv)
+    if action == "help":
         print(help_text())
-        return None
+        return None, action
     values = load_yaml(config_file) if config_file else {}
     values.update(overrides)
     sections = []
     for section in SECTIONS:
         names = {item.name for item in dataclasses.fields(section)}
         sections.append(section(**{key: value for key, value in values.items() if key in names}))
-    return Config(*sections)
+    return Config(*sections), action
 
 
 def help_text() -> str:
     lines = [
-        "usage: python -m trainer --config FILE [--key value ...]",
+        "usage: python -m trainer --config FILE [--key value ...] [--print_config]",
         "",
         "Keys come from the config file (YAML) and the command line; the command line wins.",
         "Booleans: --flag, --flag true, --flag false. Lists: --key a b c or --key a,b,c.",
+        "--print_config checks the configuration and prints it as YAML, without training.",
     ]
     for section in SECTIONS:
         lines += ["", f"{section.__name__}:"]

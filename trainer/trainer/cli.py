@@ -11,8 +11,10 @@ import logging
 import signal
 import sys
 
+import yaml
+
 from trainer import argparsing
-from trainer.config import ConfigError
+from trainer.config import ConfigError, validate
 
 log = logging.getLogger("trainer")
 
@@ -26,11 +28,16 @@ def _stop(signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        config = argparsing.parse(argv)
+        config, action = argparsing.parse_with_action(argv)
+        if config is not None:
+            validate(config)
     except ConfigError as error:
         print(f"trainer: error: {error}", file=sys.stderr)
         return 2
     if config is None:  # --help
+        return 0
+    if action == "print_config":
+        print(yaml.safe_dump(config.as_dict(), sort_keys=False, allow_unicode=True), end="")
         return 0
     logging.basicConfig(
         level=config.run.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
@@ -38,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
 
     from trainer.data import DataError
-    from trainer.output import AdapterExists
     from trainer.train import run
 
     try:
@@ -46,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"trainer: error: {error}", file=sys.stderr)
         return 2
-    except (DataError, AdapterExists, FileNotFoundError) as error:
+    except (DataError, FileExistsError, FileNotFoundError) as error:
         print(f"trainer: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -37,14 +37,18 @@ class ConfigError(ValueError):
 
 @dataclass
 class RunArguments:
-    name: str = field(default="", metadata=_help("adapter name, the folder under adapters_dir: [a-z0-9][a-z0-9._-]{0,63}"))
+    name: str = field(
+        default="", metadata=_help("adapter name, the folder under adapters_dir: [a-z0-9][a-z0-9._-]{0,63}")
+    )
     adapters_dir: str = field(
         default_factory=lambda: os.environ.get("ADAPTERS_DIR", ".cache/adapters"),
         metadata=_help("where finished adapters go (env ADAPTERS_DIR; .cache/adapters natively, /adapters in docker)"),
     )
     output_dir: str = field(
         default="",
-        metadata=_help("run folder for checkpoints and TensorBoard logs; empty = <adapters_dir>/.runs/<name> (never served)"),
+        metadata=_help(
+            "run folder for checkpoints and TensorBoard logs; empty = <adapters_dir>/.runs/<name> (never served)"
+        ),
     )
     resume: bool = field(default=False, metadata=_help("continue from the newest complete checkpoint in output_dir"))
     overwrite: bool = field(default=False, metadata=_help("replace an existing adapter of the same name"))
@@ -62,25 +66,45 @@ class RunArguments:
     )
     ollama_from: str = field(
         default="",
-        metadata=_help("write an Ollama Modelfile (FROM this tag + ADAPTER) beside the adapter, e.g. llama2:7b-chat-fp16; empty = none"),
+        metadata=_help(
+            "write an Ollama Modelfile (FROM this tag + ADAPTER) beside the adapter, e.g. llama2:7b-chat-fp16; empty = none"
+        ),
     )
-    log_level: str = field(default_factory=lambda: os.environ.get("LOG_LEVEL", "INFO"), metadata=_help("logging level (env LOG_LEVEL)"))
+    merged_dir: str = field(
+        default="",
+        metadata=_help(
+            "also write base + adapter merged into one bf16 model in this folder (merged on the CPU); empty = no"
+        ),
+    )
+    log_level: str = field(
+        default_factory=lambda: os.environ.get("LOG_LEVEL", "INFO"), metadata=_help("logging level (env LOG_LEVEL)")
+    )
 
 
 @dataclass
 class ModelArguments:
     base_model: str = field(
         default="",
-        metadata=_help(f"Hugging Face id or local folder of the base model; '{EMBEDDED_MODEL}' = MODELS_DIR/{EMBEDDED_MODEL}"),
+        metadata=_help(
+            f"Hugging Face id or local folder of the base model; '{EMBEDDED_MODEL}' = MODELS_DIR/{EMBEDDED_MODEL}"
+        ),
     )
     quantization: str = field(
-        default="nf4", metadata=_help("weights of the frozen base: nf4 or fp4 (4-bit, QLoRA), int8, or none", choices=["nf4", "fp4", "int8", "none"])
+        default="nf4",
+        metadata=_help(
+            "weights of the frozen base: nf4 or fp4 (4-bit, QLoRA), int8, or none",
+            choices=["nf4", "fp4", "int8", "none"],
+        ),
     )
     compute_dtype: str = field(
         default="float16",
-        metadata=_help("dtype of the 4-bit matmuls and of the unquantised layers", choices=["float16", "bfloat16", "float32"]),
+        metadata=_help(
+            "dtype of the 4-bit matmuls and of the unquantised layers", choices=["float16", "bfloat16", "float32"]
+        ),
     )
-    double_quant: bool = field(default=False, metadata=_help("quantise the 4-bit scales too (saves ~0.4 bit per weight)"))
+    double_quant: bool = field(
+        default=False, metadata=_help("quantise the 4-bit scales too (saves ~0.4 bit per weight)")
+    )
     attn_implementation: str = field(
         default="sdpa", metadata=_help("attention kernel: sdpa, eager, flash_attention_2, flex_attention")
     )
@@ -106,8 +130,12 @@ class DataArguments:
         ),
     )
     text_column: str = field(default="text", metadata=_help("the column of a text-format dataset"))
-    eval_split: str = field(default="", metadata=_help("a split of the dataset to evaluate on; empty = hold out eval_size rows"))
-    eval_size: float = field(default=0.1, metadata=_help("held-out eval rows: a fraction (<1) or a count (>=1); 0 = no eval"))
+    eval_split: str = field(
+        default="", metadata=_help("a split of the dataset to evaluate on; empty = hold out eval_size rows")
+    )
+    eval_size: float = field(
+        default=0.1, metadata=_help("held-out eval rows: a fraction (<1) or a count (>=1); 0 = no eval")
+    )
     max_train_rows: int = field(default=0, metadata=_help("use only the first N training rows (0 = all)"))
     max_eval_rows: int = field(default=0, metadata=_help("use only the first N eval rows (0 = all)"))
 
@@ -123,7 +151,9 @@ class LoraArguments:
     )
     lora_last_layers: int = field(
         default=0,
-        metadata=_help("adapt only the last N transformer blocks (0 = all); backward then stops there, which is what makes CPU runs quick"),
+        metadata=_help(
+            "adapt only the last N transformer blocks (0 = all); backward then stops there, which is what makes CPU runs quick"
+        ),
     )
 
 
@@ -135,14 +165,19 @@ class TrainArguments:
     per_device_eval_batch_size: int = field(default=4, metadata=_help("rows per eval step"))
     gradient_accumulation_steps: int = field(default=1, metadata=_help("micro-batches per optimizer step"))
     max_length: int = field(default=1024, metadata=_help("tokens per row (truncated), or per packed sequence"))
-    packing: bool = field(default=False, metadata=_help("pack rows into max_length sequences (best-fit, no cross-row attention)"))
+    packing: bool = field(
+        default=False, metadata=_help("pack rows into max_length sequences (best-fit, no cross-row attention)")
+    )
     padding_free: bool = field(default=False, metadata=_help("flatten each batch into one sequence without padding"))
     completion_only_loss: bool | None = field(
         default=None, metadata=_help("loss on the completion only (default: yes for prompt_completion data)")
     )
     train_sampling_strategy: str = field(
         default="random",
-        metadata=_help("order of training rows: random, sequential, group_by_length", choices=["random", "sequential", "group_by_length"]),
+        metadata=_help(
+            "order of training rows: random, sequential, group_by_length",
+            choices=["random", "sequential", "group_by_length"],
+        ),
     )
     learning_rate: float = field(default=2e-4, metadata=_help("peak learning rate"))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
@@ -150,19 +185,27 @@ class TrainArguments:
     lr_scheduler_type: str = field(default="cosine", metadata=_help("learning-rate schedule (transformers' names)"))
     warmup_steps: float = field(default=0.0, metadata=_help("warm-up: steps, or a fraction of all steps when < 1"))
     optim: str = field(default="paged_adamw_32bit", metadata=_help("optimizer (transformers' names)"))
-    gradient_checkpointing: bool = field(default=True, metadata=_help("recompute activations in backward to save memory"))
+    gradient_checkpointing: bool = field(
+        default=True, metadata=_help("recompute activations in backward to save memory")
+    )
     selective_checkpointing: bool = field(
         default=False, metadata=_help("TRL's selective checkpointing: keep matmul outputs, recompute the cheap ops")
     )
     activation_offloading: bool = field(default=False, metadata=_help("offload saved activations to CPU memory (TRL)"))
-    use_liger_kernel: bool = field(default=False, metadata=_help("Liger's fused Triton kernels (GPU; package liger-kernel)"))
-    bf16: bool | None = field(default=None, metadata=_help("bf16 mixed precision (default: on for a GPU that supports it)"))
+    use_liger_kernel: bool = field(
+        default=False, metadata=_help("Liger's fused Triton kernels (GPU; package liger-kernel)")
+    )
+    bf16: bool | None = field(
+        default=None, metadata=_help("bf16 mixed precision (default: on for a GPU that supports it)")
+    )
     fp16: bool = field(default=False, metadata=_help("fp16 mixed precision"))
     use_cpu: bool = field(default=False, metadata=_help("train on the CPU even when a GPU is present"))
     logging_steps: float = field(default=10, metadata=_help("log every N steps (or a fraction of all steps)"))
     save_steps: float = field(default=100, metadata=_help("checkpoint every N steps (or a fraction of all steps)"))
     save_total_limit: int = field(default=2, metadata=_help("checkpoints kept in the run folder"))
-    report_to: list[str] = field(default_factory=lambda: ["tensorboard"], metadata=_help("loggers: tensorboard, none, ..."))
+    report_to: list[str] = field(
+        default_factory=lambda: ["tensorboard"], metadata=_help("loggers: tensorboard, none, ...")
+    )
     dataloader_num_workers: int = field(default=0, metadata=_help("data loader worker processes"))
     seed: int = field(default=42, metadata=_help("random seed (data split, init, order)"))
     disable_tqdm: bool = field(default=False, metadata=_help("hide the progress bar"))
@@ -188,7 +231,9 @@ class Config:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.run.output_dir) if self.run.output_dir else Path(self.run.adapters_dir) / ".runs" / self.run.name
+        return (
+            Path(self.run.output_dir) if self.run.output_dir else Path(self.run.adapters_dir) / ".runs" / self.run.name
+        )
 
     @property
     def adapter_dir(self) -> Path:
@@ -201,7 +246,9 @@ def validate(config: Config) -> None:
     if not run.name:
         raise ConfigError("`name` is required: the adapter's folder name, e.g. --name my-adapter")
     if not ADAPTER_NAME.fullmatch(run.name):
-        raise ConfigError(f"`name` {run.name!r} must match [a-z0-9][a-z0-9._-]{{0,63}} (it is the adapter's folder name)")
+        raise ConfigError(
+            f"`name` {run.name!r} must match [a-z0-9][a-z0-9._-]{{0,63}} (it is the adapter's folder name)"
+        )
     if not model.base_model:
         raise ConfigError("`base_model` is required: a Hugging Face id or a local folder")
     if not data.dataset:

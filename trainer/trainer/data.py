@@ -39,6 +39,13 @@ class TrainingData:
     name: str
     sha256: str
 
+    @property
+    def conversational(self) -> bool:
+        """Rows are chat turns (formatted by the chat template), not plain text."""
+        if self.format == "messages":
+            return True
+        return self.format == "prompt_completion" and isinstance(self.train[0]["prompt"], list)
+
     def manifest(self) -> dict:
         return {
             "name": self.name,
@@ -55,7 +62,7 @@ def load(args: DataArguments, seed: int) -> TrainingData:
     dataset = _keep_training_columns(dataset, data_format, args)
     dataset = _drop_empty_rows(dataset, data_format, args)
     if args.eval_split:
-        evaluation, _ = _load_source(args, args.eval_split)
+        evaluation = _load_eval_split(args)
         _require_columns(evaluation, data_format, args, f"{args.dataset} (split {args.eval_split})")
         evaluation = _keep_training_columns(evaluation, data_format, args)
         train = dataset
@@ -67,17 +74,32 @@ def load(args: DataArguments, seed: int) -> TrainingData:
         evaluation = evaluation.select(range(min(args.max_eval_rows, len(evaluation))))
     log.info(
         "dataset %s (%s): %d training rows, %d eval rows",
-        args.dataset, data_format, len(train), len(evaluation) if evaluation is not None else 0,
+        args.dataset,
+        data_format,
+        len(train),
+        len(evaluation) if evaluation is not None else 0,
     )
     return TrainingData(train, evaluation, data_format, args.dataset, digest)
 
 
-def _load_source(args: DataArguments, split: str) -> tuple[Dataset, str]:
+def _load_eval_split(args: DataArguments) -> Dataset:
+    """`eval_split` names a split of a Hub dataset, or a local file or folder of eval rows."""
+    if Path(args.eval_split).exists():
+        return _load_source(args, "train", source=args.eval_split)[0]
+    if args.dataset.startswith(chatterbot.PREFIX) or Path(args.dataset).exists():
+        raise DataError(
+            f"eval_split {args.eval_split!r} is neither a file nor folder; with local data, "
+            "point it at a file of eval rows or use eval_size"
+        )
+    return _load_source(args, args.eval_split)[0]
+
+
+def _load_source(args: DataArguments, split: str, source: str | None = None) -> tuple[Dataset, str]:
     from datasets import Dataset, load_dataset
 
-    source = args.dataset
+    source = source or args.dataset
     if source.startswith(chatterbot.PREFIX):
-        language = source[len(chatterbot.PREFIX):] or "spanish"
+        language = source[len(chatterbot.PREFIX) :] or "spanish"
         try:
             rows = chatterbot.load_pairs(language)
         except chatterbot.CorpusError as error:
@@ -101,7 +123,10 @@ def _load_source(args: DataArguments, split: str) -> tuple[Dataset, str]:
     if path.suffix.lower() in LOCAL_BUILDERS or source.startswith((".", "/")):
         raise DataError(f"dataset file {source} does not exist")
     log.info("loading %s (split %s) from the Hugging Face hub", source, split)
-    dataset = load_dataset(source, args.dataset_config or None, split=split)
+    try:
+        dataset = load_dataset(source, args.dataset_config or None, split=split)
+    except Exception as error:  # offline, unknown name, unknown split: one clear line
+        raise DataError(f"could not load {source} (split {split}) from the Hugging Face hub: {error}") from None
     _require_rows(dataset, f"{source} (split {split})")
     return dataset, _rows_digest(dataset)
 
@@ -145,7 +170,9 @@ def detect_format(dataset: Dataset, args: DataArguments) -> str:
 
 
 def _needed_columns(data_format: str, args: DataArguments) -> list[str]:
-    return {"text": [args.text_column], "messages": ["messages"], "prompt_completion": ["prompt", "completion"]}[data_format]
+    return {"text": [args.text_column], "messages": ["messages"], "prompt_completion": ["prompt", "completion"]}[
+        data_format
+    ]
 
 
 def _require_columns(dataset: Dataset, data_format: str, args: DataArguments, what: str) -> None:
@@ -161,11 +188,15 @@ def _require_columns(dataset: Dataset, data_format: str, args: DataArguments, wh
 
 
 def _check_messages(messages: object, what: str) -> None:
-    ok = isinstance(messages, list) and messages and all(
-        isinstance(message, dict) and "role" in message and "content" in message for message in messages
+    ok = (
+        isinstance(messages, list)
+        and messages
+        and all(isinstance(message, dict) and "role" in message and "content" in message for message in messages)
     )
     if not ok:
-        raise DataError(f"dataset {what}: 'messages' must be a list of {{role, content}} objects, got {messages!r:.200}")
+        raise DataError(
+            f"dataset {what}: 'messages' must be a list of {{role, content}} objects, got {messages!r:.200}"
+        )
 
 
 def _keep_training_columns(dataset: Dataset, data_format: str, args: DataArguments) -> Dataset:
@@ -177,7 +208,9 @@ def _drop_empty_rows(dataset: Dataset, data_format: str, args: DataArguments) ->
     columns = _needed_columns(data_format, args)
 
     def has_content(row: dict) -> bool:
-        return all(row[column] is not None and (not isinstance(row[column], str) or row[column].strip()) for column in columns)
+        return all(
+            row[column] is not None and (not isinstance(row[column], str) or row[column].strip()) for column in columns
+        )
 
     kept = dataset.filter(has_content)
     if len(kept) < len(dataset):
@@ -192,7 +225,9 @@ def _hold_out(dataset: Dataset, eval_size: float, seed: int, what: str) -> tuple
         return dataset, None
     count = int(eval_size) if eval_size >= 1 else max(1, round(eval_size * len(dataset)))
     if count >= len(dataset):
-        raise DataError(f"dataset {what} has {len(dataset)} rows: too few to hold out {count} for evaluation (eval_size)")
+        raise DataError(
+            f"dataset {what} has {len(dataset)} rows: too few to hold out {count} for evaluation (eval_size)"
+        )
     split = dataset.train_test_split(test_size=count, seed=seed, shuffle=True)
     return split["train"], split["test"]
 

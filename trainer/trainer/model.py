@@ -72,7 +72,10 @@ def quantization_config(args: ModelArguments) -> Any:
 def load_config(path: str, trust_remote_code: bool) -> Any:
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as error:  # not on the hub, no network, gated without HF_TOKEN
+        raise FileNotFoundError(f"cannot load base model {path}: {error}") from None
     stale = getattr(config, "quantization_config", None)
     if isinstance(stale, dict) and stale.get("quant_method") == "gguf" and not any(Path(path).glob("*.gguf")):
         # A checkpoint converted from GGUF to plain safetensors can keep the GGUF
@@ -87,7 +90,10 @@ def load_config(path: str, trust_remote_code: bool) -> Any:
 def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as error:  # not on the hub, no network, gated without HF_TOKEN
+        raise FileNotFoundError(f"cannot load the tokenizer of {path}: {error}") from None
     if tokenizer.pad_token is None:
         # As the seed did for Llama 2, which has no pad token; the loss ignores padding.
         tokenizer.pad_token = tokenizer.eos_token
@@ -123,6 +129,15 @@ def linear_module_names(model: PreTrainedModel) -> list[str]:
         if isinstance(module, torch.nn.Linear) and module is not head  # bitsandbytes' layers subclass Linear
     }
     return sorted(names)
+
+
+def describe_weights(model: PreTrainedModel) -> str:
+    """What the frozen base actually is in memory: nf4, fp4, int8 or its dtype."""
+    if getattr(model, "is_loaded_in_4bit", False):
+        return str(model.config.quantization_config.bnb_4bit_quant_type)
+    if getattr(model, "is_loaded_in_8bit", False):
+        return "int8"
+    return str(model.dtype).removeprefix("torch.")
 
 
 def lora_config(args: LoraArguments, model: PreTrainedModel | None = None) -> LoraConfig:

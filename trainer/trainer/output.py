@@ -14,7 +14,7 @@ import re
 import secrets
 import shutil
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ def versions() -> dict[str, str | None]:
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def finite(value: Any) -> Any:
@@ -154,7 +154,11 @@ def _fsync_tree(folder: Path) -> None:
 def checkpoints(run_dir: Path) -> list[Path]:
     if not run_dir.is_dir():
         return []
-    found = [(int(match.group(1)), path) for path in run_dir.iterdir() if (match := _CHECKPOINT.match(path.name)) and path.is_dir()]
+    found = [
+        (int(match.group(1)), path)
+        for path in run_dir.iterdir()
+        if (match := _CHECKPOINT.match(path.name)) and path.is_dir()
+    ]
     return [path for _, path in sorted(found)]
 
 

@@ -34,7 +34,7 @@ def use_bf16(config: Config) -> bool:
 def report_to(config: Config) -> list[str]:
     wanted = [item for item in config.train.report_to if item != "none"]
     if "tensorboard" in wanted and importlib.util.find_spec("tensorboard") is None:
-        log.warning("tensorboard is not installed (pip install 'trainer[tensorboard]'): no TensorBoard logs")
+        log.warning("tensorboard is not installed (pip install 'trainer[reports]'): no TensorBoard logs")
         wanted.remove("tensorboard")
     return wanted or ["none"]
 

@@ -53,7 +53,7 @@ def generate(
                     use_cache=True,
                     pad_token_id=tokenizer.pad_token_id,
                 )
-                new_tokens = output[0][inputs["input_ids"].shape[1]:]
+                new_tokens = output[0][inputs["input_ids"].shape[1] :]
                 answers.append(tokenizer.decode(new_tokens, skip_special_tokens=True).strip())
     finally:
         model.train(was_training)

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from trainer import data as data_module
-from trainer import output, recipe, samples
+from trainer import export, output, recipe, samples
 from trainer.config import Config, ConfigError, validate
-from trainer.model import load_model, load_tokenizer, resolve_base_model
+from trainer.model import describe_weights, load_model, load_tokenizer, resolve_base_model
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,10 @@ def run(config: Config) -> Path | None:
     validate(config)
     adapters_dir, run_dir, name = Path(config.run.adapters_dir), config.run_dir, config.run.name
     output.check_target_free(adapters_dir, name, config.run.overwrite)
+    if config.run.merged_dir and Path(config.run.merged_dir).exists() and not config.run.overwrite:
+        raise FileExistsError(
+            f"merged model {config.run.merged_dir} already exists: pick another merged_dir or pass --overwrite"
+        )
     resume_from = _checkpoint_to_resume(config, run_dir)
     data = data_module.load(config.data, config.train.seed)  # data errors surface before a model loads
 
@@ -39,7 +43,7 @@ def run(config: Config) -> Path | None:
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     metrics = _training_metrics(trainer, result)
     metrics.update(_eval_losses(trainer))
-    sample_rows = _samples(config, trainer, tokenizer, use_chat_template=data.format != "text")
+    sample_rows = _samples(config, trainer, tokenizer, use_chat_template=data.conversational)
 
     if not trainer.is_world_process_zero():
         trainer.accelerator.wait_for_everyone()
@@ -54,6 +58,7 @@ def run(config: Config) -> Path | None:
         samples=sample_rows,
         run={
             "global_step": trainer.state.global_step,
+            "base_weights": describe_weights(model),
             "resumed_from": resume_from.name if resume_from else None,
             "device": str(trainer.args.device),
             "run_dir": str(run_dir),
@@ -68,6 +73,10 @@ def run(config: Config) -> Path | None:
 
     target = output.publish(adapters_dir, name, write_files, content, overwrite=config.run.overwrite)
     output.remove_checkpoints(run_dir)  # the adapter is out; optimizer states are large
+    if config.run.merged_dir:
+        export.merge(
+            load_path, target, Path(config.run.merged_dir), config.model.trust_remote_code, config.run.overwrite
+        )
     trainer.accelerator.wait_for_everyone()
     _log_summary(target, metrics)
     return target
@@ -118,9 +127,9 @@ def _eval_losses(trainer: Any) -> dict[str, Any]:
 
 
 def _samples(config: Config, trainer: Any, tokenizer: Any, use_chat_template: bool) -> list[dict[str, str]]:
-    if not trainer.is_world_process_zero():
-        return []
     prompts = config.run.sample_prompts
+    if not trainer.is_world_process_zero() or not prompts or config.run.sample_max_new_tokens == 0:
+        return []
     kwargs = {
         "template": config.run.prompt_template,
         "use_chat_template": use_chat_template,
@@ -154,5 +163,8 @@ def _write_run_reports(run_dir: Path, log_history: list[dict]) -> None:
 
 
 def _log_summary(target: Path, metrics: dict[str, Any]) -> None:
-    shown = {key: metrics.get(key) for key in ("train_loss", "eval_loss_before", "eval_loss_after", "tokens_per_second", "runtime_seconds")}
+    shown = {
+        key: metrics.get(key)
+        for key in ("train_loss", "eval_loss_before", "eval_loss_after", "tokens_per_second", "runtime_seconds")
+    }
     log.info("done: %s %s", target, json.dumps(shown))
