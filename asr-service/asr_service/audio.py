@@ -38,11 +38,13 @@ SAMPLE_RATE = 16000  # what Whisper's feature extractor is built for
 _PREFIX = "could not decode audio"
 
 
-def decode_audio(data: bytes, max_seconds: float) -> np.ndarray:
+def decode_audio(data: bytes, max_seconds: float, *, growing: bool = False) -> np.ndarray:
     """Decode ``data`` (any container FFmpeg knows) to mono float32 at 16 kHz.
 
     Raises ``InvalidAudio`` for empty, non-audio or undecodable input and
-    ``AudioTooLong`` past ``max_seconds``.
+    ``AudioTooLong`` past ``max_seconds``. ``growing=True`` says the bytes are
+    the head of a live stream (StreamingTranscribe): stopping early is then the
+    normal case, not worth a log line.
     """
     if not data:
         raise InvalidAudio("audio is empty: the request carried no bytes")
@@ -56,7 +58,7 @@ def decode_audio(data: bytes, max_seconds: float) -> np.ndarray:
             )
         stream = container.streams.audio[0]
         _refuse_if_declared_too_long(container, max_seconds)
-        samples = _decode_stream(container, stream, max_seconds)
+        samples = _decode_stream(container, stream, max_seconds, growing)
 
     if samples.size == 0:
         raise InvalidAudio(
@@ -96,6 +98,7 @@ def _decode_stream(
     container: av.container.InputContainer,
     stream: av.audio.stream.AudioStream,
     max_seconds: float,
+    growing: bool = False,
 ) -> np.ndarray:
     """Demux and decode one audio stream, resampled to 16 kHz mono float32."""
     # "flt" is packed float32: for mono it is exactly the array Whisper wants,
@@ -123,7 +126,8 @@ def _decode_stream(
         if not chunks:
             raise InvalidAudio(f"{_PREFIX}: {_describe(error)}") from error
         # Cut-off upload: keep what arrived (see the module docstring).
-        logger.info("audio ends early (%s); using the %.1f s decoded", error, total / SAMPLE_RATE)
+        if not growing:
+            logger.info("audio ends early (%s); using the %.1f s decoded", error, total / SAMPLE_RATE)
     if skipped:
         logger.info("skipped %d undecodable audio packets", skipped)
     if total > max_samples:

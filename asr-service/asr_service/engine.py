@@ -25,6 +25,14 @@ logger = logging.getLogger(__name__)
 # cap keeps one request from monopolising a worker.
 MAX_BEAM_SIZE = 16
 
+# Silence put before every clip. Whisper tends to drop or garble the first
+# word when speech starts at the very first sample (espeak clips, live
+# utterances cut by VAD, recordings started mid-word): "Hola, quiero…" came out
+# as "Quiero…" and "La casa tiene un jardín" as "la casa y el enjad" without it,
+# right with it. The window is 30 s anyway, so it costs nothing; times are
+# shifted back so they still count from the clip's own start.
+LEAD_IN_SECONDS = 0.5
+
 Task = Literal["transcribe", "translate"]
 
 
@@ -37,6 +45,11 @@ class TranscribeOptions:
     beam_size: int = 5
     initial_prompt: str | None = None
     word_timestamps: bool = False
+    # Whisper re-decodes at higher temperatures when a result looks wrong
+    # (repetitive or unlikely). Worth it for results people keep; live interims
+    # turn it off: on half a word it can cost 5x a normal pass, for text that
+    # is replaced a second later.
+    temperature_fallback: bool = True
 
 
 @dataclass(frozen=True)
@@ -148,8 +161,10 @@ class WhisperEngine:
         """Transcribe 16 kHz mono float32 ``samples``; blocking, CPU/GPU heavy."""
         self.check_options(options)
         started = time.perf_counter()
+        lead_in = np.zeros(int(LEAD_IN_SECONDS * SAMPLE_RATE), dtype=np.float32)
+        extra = {} if options.temperature_fallback else {"temperature": 0.0}
         segments, info = self._model.transcribe(
-            samples,
+            np.concatenate([lead_in, samples]),
             language=options.language,
             task=options.task,
             beam_size=options.beam_size,
@@ -158,28 +173,38 @@ class WhisperEngine:
             # Silero VAD drops non-speech before decoding: without it Whisper
             # "hears" stock phrases in silence or noise (its best-known failure).
             vad_filter=True,
+            **extra,
         )
-        decoded = tuple(_segment(segment) for segment in segments)  # runs the decoder
+        duration = samples.size / SAMPLE_RATE
+        # Draining the generator runs the decoder.
+        decoded = tuple(_segment(segment, LEAD_IN_SECONDS, duration) for segment in segments)
         return Transcript(
             text=" ".join(s.text for s in decoded if s.text),
             language=info.language,
             language_probability=float(info.language_probability),
-            duration=samples.size / SAMPLE_RATE,
+            duration=duration,
             segments=decoded,
             processing_seconds=time.perf_counter() - started,
         )
 
 
-def _segment(segment) -> Segment:
-    """faster-whisper's Segment → ours (text trimmed: Whisper adds a leading space)."""
+def _segment(segment, offset: float, duration: float) -> Segment:
+    """faster-whisper's Segment → ours (text trimmed: Whisper adds a leading space).
+
+    Times are moved back by ``offset`` (the lead-in) and kept within the clip.
+    """
+
+    def at(seconds: float) -> float:
+        return min(max(float(seconds) - offset, 0.0), duration)
+
     return Segment(
         text=segment.text.strip(),
-        start=float(segment.start),
-        end=float(segment.end),
+        start=at(segment.start),
+        end=at(segment.end),
         avg_logprob=float(segment.avg_logprob),
         no_speech_probability=float(segment.no_speech_prob),
         words=tuple(
-            Word(w.word.strip(), float(w.start), float(w.end), float(w.probability))
+            Word(w.word.strip(), at(w.start), at(w.end), float(w.probability))
             for w in segment.words or ()
         ),
     )

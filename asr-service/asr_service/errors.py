@@ -56,6 +56,18 @@ class InvalidOptions(AsrError):
     error_type = "invalid_options"
 
 
+class InvalidRequest(AsrError):
+    """The call breaks the protocol (StreamingTranscribe: audio before the config…)."""
+
+    error_type = "invalid_request"
+
+
+class ChunkTooLarge(AsrError):
+    """A StreamingTranscribe audio chunk is over the 16 KiB a message may carry."""
+
+    error_type = "chunk_too_large"
+
+
 class QueueFull(AsrError):
     """Every worker is busy and the waiting line is full: the client should retry."""
 
@@ -84,6 +96,8 @@ GRPC_STATUS: dict[type[AsrError], grpc.StatusCode] = {
     AudioTooLong: grpc.StatusCode.INVALID_ARGUMENT,
     AudioTooLarge: grpc.StatusCode.INVALID_ARGUMENT,
     InvalidOptions: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    ChunkTooLarge: grpc.StatusCode.INVALID_ARGUMENT,
     QueueFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ModelNotReady: grpc.StatusCode.UNAVAILABLE,
 }
@@ -124,6 +138,33 @@ def unary_errors(handler: Handler) -> Handler:
             )
 
     return wrapper  # type: ignore[return-value]
+
+
+def stream_errors(handler):
+    """``unary_errors`` for an async-generator (server-streaming) handler.
+
+    A stream that fails after it started still ends with a status naming the
+    problem (DESIGN.md §2: never silently). Cancellation (client gone) is a
+    ``CancelledError``, a BaseException: it passes through untouched.
+    """
+
+    @functools.wraps(handler)
+    async def wrapper(self, request_iterator, context: grpc.aio.ServicerContext):
+        try:
+            async for response in handler(self, request_iterator, context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except AsrError as error:
+            logger.info("%s refused: %s (%s)", handler.__name__, error, error.error_type)
+            await _abort(context, grpc_status(error), str(error), error.error_type)
+        except Exception:  # noqa: BLE001 - the last line of defence
+            logger.exception("unexpected error in %s", handler.__name__)
+            await _abort(
+                context, grpc.StatusCode.INTERNAL, INTERNAL_ERROR_MESSAGE, "internal"
+            )
+
+    return wrapper
 
 
 async def _abort(

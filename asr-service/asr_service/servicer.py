@@ -3,23 +3,35 @@
 Validation that needs no model (size, option shapes) happens on the event
 loop before a worker slot is taken; decoding and transcription run in the
 bounded worker pool. Errors are raised as domain exceptions and turned into
-statuses by ``errors.unary_errors`` (one table for the whole service).
+statuses by ``errors.unary_errors`` / ``errors.stream_errors`` (one table for
+the whole service). StreamingTranscribe's utterance logic lives in
+``streaming.py``; here it only checks the protocol (config first, chunk size).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
-import grpc
 import numpy as np
 from chatbot_protos.asr.v1 import asr_pb2, asr_pb2_grpc
 
 from .audio import decode_audio
 from .config import MIB, Settings
 from .engine import Task, TranscribeOptions, Transcript, WhisperEngine
-from .errors import AudioTooLarge, InvalidOptions, ModelNotReady, unary_errors
+from .errors import (
+    AudioTooLarge,
+    ChunkTooLarge,
+    InvalidOptions,
+    InvalidRequest,
+    ModelNotReady,
+    stream_errors,
+    unary_errors,
+)
+from .streaming import MAX_CHUNK_BYTES, StreamResult, UtteranceTracker, transcribe_stream
 from .worker_pool import BoundedWorkerPool
 
 logger = logging.getLogger(__name__)
@@ -62,12 +74,30 @@ class TranscriptionServicer(asr_pb2_grpc.TranscriptionServicer):
         )
         return transcript_to_pb(transcript, engine.name)
 
-    async def StreamingTranscribe(self, request_iterator, context) -> None:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED,
-            "StreamingTranscribe is planned but not implemented yet; "
-            "send the whole clip to Transcribe instead",
-        )
+    @stream_errors
+    async def StreamingTranscribe(self, request_iterator, context):
+        requests = request_iterator.__aiter__()
+        config = await _first_config(requests)
+        engine = self._ready_engine()
+        options = options_from_pb(config.options, self._settings)
+        engine.check_options(options)
+        tracker = UtteranceTracker(engine, options)
+        started = time.perf_counter()
+        request_id = dict(context.invocation_metadata() or ()).get("x-request-id", "-")
+        try:
+            async for result in transcribe_stream(
+                _audio_chunks(requests), tracker, self._pool,
+                max_bytes=self._settings.max_upload_bytes,
+                max_seconds=self._settings.max_audio_seconds,
+            ):
+                yield result_to_pb(result)
+        except asyncio.CancelledError:
+            logger.info("[%s] streaming transcription of %s cancelled by the client after %.1f s",
+                        request_id, config.mime_type or "audio", time.perf_counter() - started)
+            raise
+        logger.info("[%s] streamed %s for %.1f s: %d finals, %d interims",
+                    request_id, config.mime_type or "audio", time.perf_counter() - started,
+                    tracker.finals, tracker.interims_sent)
 
     def _check_size(self, audio: bytes) -> None:
         """Refuse an oversized upload before any decoding (MAX_UPLOAD_MB)."""
@@ -91,6 +121,44 @@ class TranscriptionServicer(asr_pb2_grpc.TranscriptionServicer):
         samples: np.ndarray = decode_audio(audio, self._settings.max_audio_seconds)
         transcript = engine.transcribe(samples, options)
         return replace(transcript, processing_seconds=time.perf_counter() - started)
+
+
+async def _first_config(requests) -> asr_pb2.StreamingConfig:
+    """The stream's first message, which must be the config."""
+    try:
+        first = await requests.__anext__()
+    except StopAsyncIteration:
+        raise InvalidRequest("the stream ended before its config message") from None
+    if first.WhichOneof("request") != "config":
+        raise InvalidRequest(
+            "the first message of StreamingTranscribe must be the config "
+            "(mime type and options); audio chunks come after it"
+        )
+    return first.config
+
+
+async def _audio_chunks(requests) -> AsyncIterator[bytes]:
+    """The audio chunks after the config, each checked against the 16 KiB limit."""
+    async for request in requests:
+        kind = request.WhichOneof("request")
+        if kind == "config":
+            raise InvalidRequest("the config message may be sent only once, first")
+        if kind is None:
+            continue  # an empty message carries nothing
+        chunk = request.audio_chunk
+        if len(chunk) > MAX_CHUNK_BYTES:
+            raise ChunkTooLarge(
+                f"audio chunk is too large: {len(chunk)} bytes; the limit is "
+                f"{MAX_CHUNK_BYTES} bytes (16 KiB) per message"
+            )
+        yield chunk
+
+
+def result_to_pb(result: StreamResult) -> asr_pb2.StreamingTranscribeResponse:
+    return asr_pb2.StreamingTranscribeResponse(
+        text=result.text, is_final=result.is_final, stability=result.stability,
+        language=result.language, start_seconds=result.start, end_seconds=result.end,
+    )
 
 
 def options_from_pb(options: asr_pb2.TranscriptionOptions, settings: Settings) -> TranscribeOptions:

@@ -15,7 +15,7 @@ from .observability.http_metrics import HttpMetrics
 from .observability.metrics import GatewayMetrics
 from .openai_compat import routers as openai_routers
 from .request_id import RequestId
-from .routes import chat, health, metrics, transcribe
+from .routes import chat, health, metrics, transcribe, transcribe_stream
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,7 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = gateway_metrics
     install_handlers(app)
-    for router in (chat.router, transcribe.router, health.router, *openai_routers, metrics.router):
+    for router in (chat.router, transcribe.router, health.router, *openai_routers, metrics.router,
+                   transcribe_stream.router):
         app.include_router(router)
     # Each add_middleware wraps the ones before it. From the outside in: metrics
     # see every answer (413s included); the id exists before anything logs; the

@@ -199,14 +199,6 @@ def test_service_still_transcribes_after_bad_input(stub, sentence_samples):
     assert "tiempo" in plain(reply.text)
 
 
-def test_streaming_transcribe_answers_unimplemented(stub):
-    config = asr_pb2.StreamingTranscribeRequest(config=asr_pb2.StreamingConfig(mime_type="audio/webm"))
-    with pytest.raises(grpc.RpcError) as info:
-        list(stub.StreamingTranscribe(iter([config]), timeout=10))
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "planned" in info.value.details()
-
-
 # --- limits (a private service with a one-slot queue and a 5 s limit) --------
 
 

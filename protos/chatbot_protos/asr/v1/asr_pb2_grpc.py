@@ -62,9 +62,16 @@ class TranscriptionServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamingTranscribe(self, request_iterator, context):
-        """Reserved for live dictation: the client sends one config message, then
-        audio chunks; the server answers with interim and final results.
-        Servers that do not implement it yet answer UNIMPLEMENTED.
+        """Live dictation: the client sends one config message, then audio chunks of
+        one growing recording (for example MediaRecorder's webm/opus, at most
+        16 KiB a message) and half-closes when the recording stops. The server
+        answers, per utterance, interim results (is_final = false, about every
+        second of new audio) and one final result; a pause of about 0.8 s after
+        speech, or the end of the stream, ends an utterance. Silence gives no
+        results. Errors: INVALID_ARGUMENT for audio before the config, a second
+        config, a chunk over 16 KiB (error-type chunk_too_large), undecodable
+        audio, or a stream over the upload or duration limits; the other codes
+        as for Transcribe. Cancelling the call stops the work.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

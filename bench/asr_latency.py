@@ -1,0 +1,236 @@
+"""Speech-to-text latency and accuracy on this machine (a table; not a test).
+
+Starts the native stack on free ports (scripts/stack.py, as `make run` does),
+then measures, warm, for a ~3 s and a ~15 s Spanish espeak-ng clip (webm/opus,
+as Chrome records):
+- straight over gRPC (`Transcribe`),
+- through nginx + gateway (`POST /api/transcribe`),
+- the seed's way: a fresh Python process per request that loads Whisper base
+  and transcribes a temp file (bench/seed_transcribe.py), in the same run;
+- live dictation (`StreamingTranscribe`, chunks paced in real time): time to
+  the first interim result, and from the last chunk to the final result;
+- word error rate of `Transcribe` on 22 Spanish sentences (normalised:
+  lowercase, no punctuation, no accents).
+
+    .venv/test/bin/python bench/asr_latency.py [--runs 10] [--seed-runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import unicodedata
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from chatbot_protos.asr.v1 import asr_pb2, asr_pb2_grpc  # noqa: E402
+
+from scripts.stack import Stack, StackConfig  # noqa: E402
+from tests.support import audio_clips as clips  # noqa: E402
+
+SHORT = "Hola, quiero saber el tiempo de mañana."
+SENTENCES = [
+    SHORT,
+    "Buenos días, ¿cómo estás hoy?",
+    "La casa tiene un jardín muy grande.",
+    "Me gusta leer libros por la noche.",
+    "El tren sale de la estación a las ocho.",
+    "Mi hermana vive en Barcelona desde hace años.",
+    "Necesito comprar pan y leche en el mercado.",
+    "Hace mucho calor en verano.",
+    "¿Dónde está la biblioteca más cercana?",
+    "Los niños juegan en el parque.",
+    "Quiero reservar una mesa para dos personas.",
+    "El perro duerme junto a la ventana.",
+    "Vamos a la playa este fin de semana.",
+    "La reunión empieza a las diez de la mañana.",
+    "Por favor, cierra la puerta al salir.",
+    "Mañana voy a visitar a mis abuelos.",
+    "El café está demasiado caliente.",
+    "Aprender un idioma nuevo requiere paciencia.",
+    "La película fue muy interesante.",
+    "¿Puedes ayudarme con esta tarea?",
+    "El médico me recomendó descansar.",
+    "Hoy el cielo está despejado y azul.",
+]
+TIMEOUT = 300
+
+
+def normalise(text: str) -> list[str]:
+    """Lowercase, accents and punctuation removed: what WER is computed on."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return "".join(ch if ch.isalnum() else " " for ch in plain).split()
+
+
+def edit_distance(reference: list[str], hypothesis: list[str]) -> int:
+    row = list(range(len(hypothesis) + 1))
+    for i, ref in enumerate(reference, 1):
+        previous, row[0] = row[0], i
+        for j, hyp in enumerate(hypothesis, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (ref != hyp))
+    return row[-1]
+
+
+def long_clip() -> tuple[np.ndarray, int]:
+    """Sentences joined with short pauses until about 15 s."""
+    parts, total, rate = [], 0.0, 22050
+    for sentence in SENTENCES[2:]:
+        samples, rate = clips.wav_to_samples(clips.speak_wav(sentence))
+        parts += [samples, np.zeros(int(0.3 * rate), np.float32)]
+        total += len(samples) / rate + 0.3
+        if total >= 14.5:
+            break
+    return np.concatenate(parts), rate
+
+
+def timed(fn, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def p(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def stream_once(stub, data: bytes, seconds: float) -> tuple[float, float, str]:
+    """(first interim after s, final after the last chunk s, final text), paced live."""
+    pieces = [data[i:i + 2048] for i in range(0, len(data), 2048)]
+    marks: dict[str, float] = {}
+
+    def requests():
+        yield asr_pb2.StreamingTranscribeRequest(config=asr_pb2.StreamingConfig(mime_type="audio/webm"))
+        for piece in pieces:
+            time.sleep(seconds / len(pieces))
+            yield asr_pb2.StreamingTranscribeRequest(audio_chunk=piece)
+        marks["last_chunk"] = time.perf_counter()
+
+    started = time.perf_counter()
+    first_interim, final_at, text = float("nan"), float("nan"), ""
+    for reply in stub.StreamingTranscribe(requests(), timeout=TIMEOUT):
+        now = time.perf_counter()
+        if not reply.is_final and first_interim != first_interim:
+            first_interim = now - started
+        if reply.is_final:
+            final_at, text = now, text + " " + reply.text
+    return first_interim, final_at - marks["last_chunk"], text.strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10, help="warm requests per clip and path")
+    parser.add_argument("--seed-runs", type=int, default=3, help="fresh-process requests per clip")
+    args = parser.parse_args(argv)
+
+    short_samples, rate = clips.wav_to_samples(clips.speak_wav(SHORT))
+    long_samples, long_rate = long_clip()
+    clip_set = {
+        "short": (clips.encode(short_samples, rate, "webm"), len(short_samples) / rate),
+        "long": (clips.encode(long_samples, long_rate, "webm"), len(long_samples) / long_rate),
+    }
+
+    rows: list[tuple[str, str, list[float]]] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        stack = Stack(StackConfig.on_free_ports(Path(scratch) / "run"))
+        try:
+            stack.start(timeout=900)
+            url = stack.config.url + "/api/transcribe"
+            with grpc.insecure_channel(f"127.0.0.1:{stack.config.asr_port}") as channel, httpx.Client() as http:
+                stub = asr_pb2_grpc.TranscriptionStub(channel)
+
+                def via_grpc(data: bytes):
+                    return lambda: stub.Transcribe(asr_pb2.TranscribeRequest(audio=data, mime_type="audio/webm"),
+                                                   timeout=TIMEOUT)
+
+                def via_http(data: bytes):
+                    def call():
+                        response = http.post(url, files={"audio": ("clip.webm", data, "audio/webm")}, timeout=TIMEOUT)
+                        response.raise_for_status()
+                    return call
+
+                def via_seed(data: bytes):
+                    shared = Path(scratch) / "audio.webm"  # the seed's one shared temp file
+
+                    def call():
+                        shared.write_bytes(data)
+                        subprocess.run([str(REPO / ".venv" / "asr" / "bin" / "python"),
+                                        str(REPO / "bench" / "seed_transcribe.py"), str(shared),
+                                        "--model", str(stack.config.models_dir / "faster-whisper-base")],
+                                       check=True, capture_output=True, timeout=TIMEOUT)
+                    return call
+
+                for name, (data, seconds) in clip_set.items():
+                    label = f"{seconds:4.1f} s"
+                    via_grpc(data)(), via_http(data)()  # warm-up
+                    # Interleaved, so that load from other processes on a shared
+                    # machine falls on every path alike.
+                    times: dict[str, list[float]] = {"grpc": [], "http": [], "seed": []}
+                    for i in range(args.runs):
+                        times["grpc"] += timed(via_grpc(data), 1)
+                        times["http"] += timed(via_http(data), 1)
+                        if i < args.seed_runs:
+                            times["seed"] += timed(via_seed(data), 1)
+                    rows.append((label, "gRPC Transcribe (warm)", times["grpc"]))
+                    rows.append((label, "nginx + gateway (warm)", times["http"]))
+                    rows.append((label, "seed: fresh process", times["seed"]))
+
+                short_data, short_seconds = clip_set["short"]
+                streams = [stream_once(stub, short_data, short_seconds) for _ in range(3)]
+
+                errors = words = 0
+                misses: list[tuple[str, str]] = []
+                for sentence in SENTENCES:
+                    audio = clips.speech(sentence, "webm")
+                    reply = stub.Transcribe(asr_pb2.TranscribeRequest(audio=audio), timeout=TIMEOUT)
+                    reference = normalise(sentence)
+                    wrong = edit_distance(reference, normalise(reply.text))
+                    if wrong:
+                        misses.append((sentence, reply.text))
+                    errors += wrong
+                    words += len(reference)
+        finally:
+            stack.stop()
+
+    print(f"\nASR latency, Whisper base int8 on this CPU ({_cpu()}), {args.runs} warm runs per row "
+          f"({args.seed_runs} for the seed)\n")
+    print(f"{'clip':>7}  {'path':<26} {'n':>3} {'p50 s':>8} {'p95 s':>8}")
+    for label, path, times in rows:
+        print(f"{label:>7}  {path:<26} {len(times):>3} {p(times, 50):8.3f} {p(times, 95):8.3f}")
+    print()
+    for index in range(0, len(rows), 3):
+        grpc_t, http_t, seed_t = (rows[index + k][2] for k in range(3))
+        print(f"{rows[index][0].strip()} clip: nginx + gateway add {1000 * (p(http_t, 50) - p(grpc_t, 50)):+.1f} ms "
+              f"p50; warm service is {p(seed_t, 50) / p(http_t, 50):.1f}x faster than the seed's way "
+              f"(through the whole stack)")
+    print(f"\nlive dictation, {short_seconds:.1f} s clip streamed in real time (3 runs): first interim after "
+          f"{statistics.median(s[0] for s in streams):.2f} s, final {statistics.median(s[1] for s in streams):.2f} s "
+          f"after the last chunk; final text: {streams[0][2]!r}")
+    print(f"\nWER on {len(SENTENCES)} espeak-ng Spanish sentences ({words} words, normalised): "
+          f"{100 * errors / words:.1f} % ({errors} errors)")
+    for sentence, heard in misses:
+        print(f"  said {sentence!r}, heard {heard!r}")
+    return 0
+
+
+def _cpu() -> str:
+    import os
+
+    return f"{os.cpu_count()} cores"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
