@@ -1,8 +1,10 @@
-"""Who is calling: the seam where issue 5's users and API keys will plug in.
+"""Who is calling.
 
-Today there is no authentication: every caller is the one local user. Routers
-that will need a user depend on `current_principal` already, so adding API
-keys or sessions changes this module only (and tests can override it).
+Every route that touches models or data depends on `current_principal`:
+- `Authorization: Bearer <API key>` (what the OpenAI SDKs send), or
+- the `chatbot_session` cookie of a browser login (routes/auth.py), or
+- with GATEWAY_AUTH=off (loopback only, checked in config.py), the one local user.
+A caller with none of them gets 401. Tests can override the dependency.
 """
 
 from __future__ import annotations
@@ -11,22 +13,68 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.requests import HTTPConnection
+
+from .accounts import store
+from .db.models import User
+from .errors import ApiError
+
+SESSION_COOKIE = "chatbot_session"
 
 
 @dataclass(frozen=True)
 class Principal:
-    """The caller. `user_id` is None in the single-user mode of today."""
+    user_id: int
+    username: str
+    is_admin: bool = False
+    via: str = "local"  # "api_key" | "session" | "local"
 
-    user_id: str | None = None
+    @classmethod
+    def of(cls, user: User, via: str) -> "Principal":
+        return cls(user.id, user.username, user.is_admin, via)
 
 
-LOCAL_USER = Principal()
+def unauthorized(message: str) -> ApiError:
+    return ApiError(401, message, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
+
+
+def bearer_token(connection: HTTPConnection) -> str | None:
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def principal_of(connection: HTTPConnection) -> Principal:
+    """For HTTP requests and WebSockets alike."""
+    app = connection.app
+    if app.state.settings.gateway_auth == "off":
+        return app.state.local_principal
+    async with app.state.database.session() as db:
+        if (key := bearer_token(connection)) is not None:
+            user = await store.user_by_api_key(db, key)
+            if user is None:
+                raise unauthorized("the API key is not valid (revoked, mistyped or from another server)")
+            return Principal.of(user, "api_key")
+        if (token := connection.cookies.get(SESSION_COOKIE)) is not None:
+            user = await store.user_by_session(db, token)
+            if user is not None:
+                return Principal.of(user, "session")
+            raise unauthorized("your session has ended: sign in again")
+    raise unauthorized("sign in, or send an API key: Authorization: Bearer <key>")
 
 
 async def current_principal(request: Request) -> Principal:
-    # Later: read `Authorization: Bearer <key>` (the OpenAI SDKs send it) or the
-    # session cookie, and raise ApiError(401, ..., "unauthorized") when missing.
-    return LOCAL_USER
+    principal = await principal_of(request)
+    request.state.principal = principal  # for the logs and the per-user limits
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+async def admin_principal(principal: PrincipalDep) -> Principal:
+    if not principal.is_admin:
+        raise ApiError(403, "only an administrator may do this", "forbidden")
+    return principal
+
+
+AdminDep = Annotated[Principal, Depends(admin_principal)]

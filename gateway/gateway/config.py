@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -32,6 +34,47 @@ class Settings(BaseSettings):
     # service reads (the ASR has no RPC that lists its model).
     asr_model: str = "base"
 
+    # --- users and storage (docs/configuration.md)
+    # "on": every route but health needs an API key or a browser session.
+    # "off": one local user, no credentials; refused unless the gateway binds to loopback.
+    gateway_auth: Literal["on", "off"] = "on"
+    # Where the SQLite database and the stored images live (a volume in compose).
+    gateway_data_dir: Path = Path(".data")
+    # Empty: SQLite in gateway_data_dir. PostgreSQL: postgresql://user:password@host:5432/db
+    database_url: str = ""
+    session_days: float = Field(30, gt=0)  # how long a browser login lasts
+    # Per user: model calls (chat, transcription) a minute, as a bucket that
+    # refills continuously, and chat/dictation streams open at once.
+    rate_limit_per_minute: int = Field(60, ge=1)
+    max_streams_per_user: int = Field(4, ge=1)
+    # Per client address: sign-in attempts a minute (slows password guessing).
+    login_attempts_per_minute: int = Field(10, ge=1)
+    # Browser origins allowed to call the API from other sites, comma-separated
+    # ("https://app.example.com"); empty: none (the app is served from the same origin by nginx).
+    cors_origins: str = ""
+    # The most stored messages of a conversation sent back to the model with a new one.
+    history_max_messages: int = Field(40, ge=1)
+
+    @model_validator(mode="after")
+    def _auth_off_only_on_loopback(self) -> "Settings":
+        if self.gateway_auth == "off" and not is_loopback(self.gateway_host):
+            raise ValueError(f"GATEWAY_AUTH=off lets anyone who reaches the gateway use it as the one user, so it "
+                             f"needs GATEWAY_HOST on loopback (127.0.0.1 or ::1), not {self.gateway_host!r}; "
+                             f"turn auth on or bind to loopback")
+        return self
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{(self.gateway_data_dir / 'gateway.db').resolve()}"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.gateway_data_dir / "images"
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        return [origin.strip().rstrip("/") for origin in self.cors_origins.split(",") if origin.strip()]
+
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * MIB
@@ -40,3 +83,22 @@ class Settings(BaseSettings):
     def max_message_bytes(self) -> int:
         """gRPC message limit: the upload limit plus headroom for the envelope."""
         return (self.max_upload_mb + 1) * MIB
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment, or an exit with one readable line per wrong setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        lines = [f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
+                 for e in error.errors()]
+        raise SystemExit("gateway: invalid settings:\n  " + "\n  ".join(lines)) from None

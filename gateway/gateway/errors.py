@@ -35,9 +35,10 @@ STATUS_BY_ERROR_TYPE = {"audio_too_large": 413, "audio_too_long": 413}
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, error_type: str) -> None:
+    def __init__(self, status: int, message: str, error_type: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.error_type = status, message, error_type
+        self.headers = headers or {}  # Retry-After on 429s, WWW-Authenticate on 401s
 
     def body(self) -> dict:
         return {"error": self.message, "error_type": self.error_type}
@@ -66,8 +67,8 @@ def from_grpc(error: grpc.aio.AioRpcError, service: str) -> ApiError:
     return ApiError(status, details, error_type)
 
 
-def error_response(error: ApiError, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+def error_response(error: ApiError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
 def install_handlers(app: FastAPI) -> None:

@@ -8,7 +8,7 @@ import logging
 import uvicorn
 
 from .app import create_app
-from .config import Settings
+from .config import load_settings
 from .observability.logs import configure_logging
 
 
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  "(see docs/configuration.md); flags override them.")
     parser.add_argument("--port", type=int, help="overrides GATEWAY_PORT")
     args = parser.parse_args(argv)
-    settings = Settings(**({"gateway_port": args.port} if args.port is not None else {}))
+    settings = load_settings(**({"gateway_port": args.port} if args.port is not None else {}))
     configure_logging(settings.log_level, settings.gateway_log_format)
     logging.getLogger("gateway").info("gateway listening on %s:%d (asr %s, chat %s)", settings.gateway_host,
                                       settings.gateway_port, settings.asr_addr, settings.chat_addr)

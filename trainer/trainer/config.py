@@ -106,7 +106,11 @@ class ModelArguments:
         default=False, metadata=_help("quantise the 4-bit scales too (saves ~0.4 bit per weight)")
     )
     attn_implementation: str = field(
-        default="sdpa", metadata=_help("attention kernel: sdpa, eager, flash_attention_2, flex_attention")
+        default="sdpa",
+        metadata=_help(
+            "attention kernel: sdpa, sdpa_varlen (packed rows through PyTorch's varlen FlashAttention, sdpa otherwise), "
+            "eager, flash_attention_2, flex_attention"
+        ),
     )
     trust_remote_code: bool = field(default=False, metadata=_help("run model code shipped with the checkpoint"))
 
@@ -188,6 +192,14 @@ class TrainArguments:
     gradient_checkpointing: bool = field(
         default=True, metadata=_help("recompute activations in backward to save memory")
     )
+    gradient_checkpointing_skip_last: int = field(
+        default=0,
+        metadata=_help(
+            "with gradient_checkpointing, the last N transformer blocks keep their activations instead of "
+            "recomputing them (0 = every block recomputes): less recompute for ~1/num_layers of the "
+            "no-checkpointing activation memory per block"
+        ),
+    )
     selective_checkpointing: bool = field(
         default=False, metadata=_help("TRL's selective checkpointing: keep matmul outputs, recompute the cheap ops")
     )
@@ -267,5 +279,7 @@ def validate(config: Config) -> None:
         raise ConfigError("`prompt_template` must contain {prompt}")
     if config.lora.lora_r < 1:
         raise ConfigError("`lora_r` must be >= 1")
+    if train.gradient_checkpointing_skip_last < 0:
+        raise ConfigError("`gradient_checkpointing_skip_last` must be >= 0")
     if config.lora.lora_last_layers < 0:
         raise ConfigError("`lora_last_layers` must be >= 0")

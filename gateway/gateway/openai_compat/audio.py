@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from ..auth import current_principal
 from ..clients import ClientsDep, SettingsDep, request_metadata
 from ..errors import from_grpc
+from ..quotas import ChargedPrincipalDep
 from ..routes.transcribe import options_for
 from ..uploads import is_present, read_upload
 from .errors import OpenAIRoute, invalid
@@ -20,7 +21,7 @@ router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute,
 
 @router.post("/audio/transcriptions")
 async def create_transcription(
-    request: Request, clients: ClientsDep, settings: SettingsDep,
+    request: Request, clients: ClientsDep, settings: SettingsDep, _: ChargedPrincipalDep,
     file: UploadFile | None = File(None, description="the recording (webm, ogg, mp4, wav, mp3, flac…)"),
     model: str | None = Form(None, description="any name (whisper-1…): the ASR service transcribes with "
                                                "the model it has loaded"),

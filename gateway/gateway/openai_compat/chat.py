@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 import grpc
 from chatbot_protos.chat.v1 import chat_pb2
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
 
 from ..auth import current_principal
 from ..chat_calls import collect_answer, first_reply, with_heartbeats
 from ..clients import ClientsDep, SettingsDep, request_metadata
+from ..quotas import ChargedPrincipalDep, QuotasDep
+from ..streams import SSE_HEADERS, ClosingStreamingResponse
 from .convert import ChunkWriter, completion, completion_id, now, to_chat_request
 from .errors import OpenAIRoute, from_chat_grpc, sse_error
 from .schemas import ChatCompletionRequest
@@ -20,17 +21,22 @@ from .schemas import ChatCompletionRequest
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute,
                    dependencies=[Depends(current_principal)])
 
-_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
 
 @router.post("/chat/completions")
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, clients: ClientsDep,
-                                 settings: SettingsDep):
+                                 settings: SettingsDep, principal: ChargedPrincipalDep, quotas: QuotasDep):
     """Text and images (`image_url` parts with data: URLs); `stream` gives Server-Sent Events."""
-    call = clients.chat.Chat(to_chat_request(body), timeout=settings.chat_timeout_s,
-                             metadata=request_metadata(request))
+    chat_request = to_chat_request(body)
     if body.stream:
-        return await _stream(call, body, settings.sse_heartbeat_s)
+        release_slot = quotas.open_stream(principal.user_id)
+        try:
+            call = clients.chat.Chat(chat_request, timeout=settings.chat_timeout_s,
+                                     metadata=request_metadata(request))
+            return await _stream(call, body, settings.sse_heartbeat_s, release_slot)
+        except BaseException:
+            release_slot()
+            raise
+    call = clients.chat.Chat(chat_request, timeout=settings.chat_timeout_s, metadata=request_metadata(request))
     try:
         answer = await collect_answer(call, default_model=body.model)
     except grpc.aio.AioRpcError as error:
@@ -38,15 +44,23 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
     return completion(completion_id(), now(), answer.model, answer.text, answer.final)
 
 
-async def _stream(call, body: ChatCompletionRequest, heartbeat_s: float) -> StreamingResponse:
+async def _stream(call, body: ChatCompletionRequest, heartbeat_s: float, release_slot) -> ClosingStreamingResponse:
     try:
         first = await first_reply(call)
-    except grpc.aio.AioRpcError as error:
-        raise from_chat_grpc(error) from None
+    except BaseException as error:
+        call.cancel()
+        if isinstance(error, grpc.aio.AioRpcError):
+            raise from_chat_grpc(error) from None
+        raise
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     writer = ChunkWriter(first.model or body.model, include_usage)
-    return StreamingResponse(_chunks(call, first, writer, heartbeat_s), media_type="text/event-stream",
-                             headers=_SSE_HEADERS)
+
+    async def close() -> None:
+        call.cancel()  # the client leaving stops the model
+        release_slot()
+
+    return ClosingStreamingResponse(_chunks(call, first, writer, heartbeat_s), on_close=close,
+                                    media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 def _data(chunk: dict) -> str:
@@ -54,8 +68,7 @@ def _data(chunk: dict) -> str:
 
 
 async def _chunks(call, first: chat_pb2.ChatResponse, writer: ChunkWriter, heartbeat_s: float) -> AsyncIterator[str]:
-    """`data: {chunk}` lines, then `data: [DONE]`. Leaving early (the client went
-    away) cancels the gRPC call, which stops the model."""
+    """`data: {chunk}` lines, then `data: [DONE]`."""
     try:
         yield _data(writer.role())
         async for reply in with_heartbeats(call, first, heartbeat_s):
@@ -70,6 +83,4 @@ async def _chunks(call, first: chat_pb2.ChatResponse, writer: ChunkWriter, heart
                     yield _data(writer.usage(reply.final))
     except grpc.aio.AioRpcError as error:
         yield sse_error(from_chat_grpc(error))
-    finally:
-        call.cancel()
     yield "data: [DONE]\n\n"

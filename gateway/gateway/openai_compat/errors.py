@@ -38,8 +38,9 @@ def openai_type(status: int) -> str:
 class OpenAIApiError(ApiError):
     """An ApiError that also names the request field at fault (OpenAI's `param`)."""
 
-    def __init__(self, status: int, message: str, error_type: str, param: str | None = None) -> None:
-        super().__init__(status, message, error_type)
+    def __init__(self, status: int, message: str, error_type: str, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, message, error_type, headers)
         self.param = param
 
 
@@ -53,7 +54,7 @@ def openai_body(error: ApiError) -> dict:
 
 
 def openai_response(error: ApiError) -> JSONResponse:
-    return JSONResponse(openai_body(error), status_code=error.status)
+    return JSONResponse(openai_body(error), status_code=error.status, headers=error.headers)
 
 
 def sse_error(error: ApiError) -> str:

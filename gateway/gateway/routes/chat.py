@@ -1,5 +1,10 @@
 """Chat: the seed's `POST /api/chat` (one JSON answer) and its streaming form
-`POST /api/chat/stream` (Server-Sent Events: meta, delta…, done | error)."""
+`POST /api/chat/stream` (Server-Sent Events: meta, delta…, done | error).
+
+Both take the seed's multipart `message` and optional `image`, and optionally
+`conversation_id` (the stored history goes to the model and both turns are
+stored: conversations/turns.py) and `model` (a model or adapter name).
+"""
 
 from __future__ import annotations
 
@@ -9,26 +14,52 @@ from collections.abc import AsyncIterator
 import grpc
 from chatbot_protos.chat.v1 import chat_pb2
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import StreamingResponse
 
 from ..chat_calls import collect_answer, first_reply, with_heartbeats
 from ..clients import ClientsDep, SettingsDep, request_metadata
+from ..conversations.turns import Turn, open_turn
 from ..errors import bad_request, from_grpc
+from ..quotas import ChargedPrincipalDep, QuotasDep
+from ..streams import SSE_HEADERS, ClosingStreamingResponse, StreamOutcome
 from ..uploads import is_present, read_upload
 
 router = APIRouter(tags=["chat"])
 
 _FINISH_NAMES = {chat_pb2.FINISH_REASON_STOP: "stop", chat_pb2.FINISH_REASON_LENGTH: "length"}
 
+MessageForm = Form(None, description="the user's message (required)")
+ImageForm = File(None, description="an image to ask about (jpeg, png, webp, gif, bmp)")
+ConversationForm = Form(None, description="store both turns in this conversation and send its history")
+ModelForm = Form(None, description="a model or adapter name (GET /v1/models); absent: the conversation's "
+                                   "model or the service default")
 
-async def build_request(message: str | None, image: UploadFile | None) -> chat_pb2.ChatRequest:
+
+async def user_message(message: str | None, image: UploadFile | None) -> chat_pb2.Message:
     if message is None or not message.strip():
         raise bad_request("message is required")
     user = chat_pb2.Message(role=chat_pb2.ROLE_USER, text=message)
     if is_present(image):
         data, mime = await read_upload(image, "image", "image")
         user.images.add(data=data, mime_type=mime)
-    return chat_pb2.ChatRequest(messages=[user])
+    return user
+
+
+async def prepare(request: Request, user_id: int, message: str | None, image: UploadFile | None,
+                  conversation_id: str | None, model: str | None) -> tuple[chat_pb2.ChatRequest, Turn | None]:
+    """The gRPC request, with the conversation's history when one is named, and the Turn that stores it."""
+    new_message = await user_message(message, image)
+    turn = None
+    if conversation_id:
+        state, settings = request.app.state, request.app.state.settings
+        chat_request, turn = await open_turn(state.database, state.images, user_id, conversation_id, new_message,
+                                             settings.history_max_messages)
+    else:
+        chat_request = chat_pb2.ChatRequest(messages=[new_message])
+    if model and model.strip():
+        chat_request.model = model.strip()
+        if turn:
+            turn.model = chat_request.model
+    return chat_request, turn
 
 
 def usage_of(final: chat_pb2.ChatFinal) -> dict:
@@ -42,18 +73,25 @@ def timings_of(final: chat_pb2.ChatFinal) -> dict:
 
 
 @router.post("/api/chat")
-async def chat(request: Request, clients: ClientsDep, settings: SettingsDep,
-               message: str | None = Form(None), image: UploadFile | None = File(None)) -> dict:
+async def chat(request: Request, clients: ClientsDep, settings: SettingsDep, principal: ChargedPrincipalDep,
+               message: str | None = MessageForm, image: UploadFile | None = ImageForm,
+               conversation_id: str | None = ConversationForm, model: str | None = ModelForm) -> dict:
     """Answers in one JSON document once the model has finished (the seed's contract)."""
-    chat_request = await build_request(message, image)
+    chat_request, turn = await prepare(request, principal.user_id, message, image, conversation_id, model)
     call = clients.chat.Chat(chat_request, timeout=settings.chat_timeout_s, metadata=request_metadata(request))
     try:
         answer = await collect_answer(call)
     except grpc.aio.AioRpcError as error:
         raise from_grpc(error, "chat") from None
-    return {"model": answer.model, "message": {"role": "assistant", "content": answer.text}, "done": True,
+    body = {"model": answer.model, "message": {"role": "assistant", "content": answer.text}, "done": True,
             "done_reason": _FINISH_NAMES.get(answer.final.finish_reason, "stop"),
             "usage": usage_of(answer.final), "timings": timings_of(answer.final)}
+    if turn:
+        await turn.begin(answer.model)
+        await turn.add(answer.text)
+        await turn.end(answer.final)
+        body.update(conversation_id=turn.conversation_id, message_id=turn.answer_id)
+    return body
 
 
 def sse(event: str, data: dict) -> str:
@@ -61,36 +99,58 @@ def sse(event: str, data: dict) -> str:
 
 
 @router.post("/api/chat/stream")
-async def chat_stream(request: Request, clients: ClientsDep, settings: SettingsDep,
-                      message: str | None = Form(None), image: UploadFile | None = File(None)):
+async def chat_stream(request: Request, clients: ClientsDep, settings: SettingsDep, principal: ChargedPrincipalDep,
+                      quotas: QuotasDep, message: str | None = MessageForm, image: UploadFile | None = ImageForm,
+                      conversation_id: str | None = ConversationForm, model: str | None = ModelForm):
     """Streams the answer as Server-Sent Events while the model generates it."""
-    chat_request = await build_request(message, image)
+    chat_request, turn = await prepare(request, principal.user_id, message, image, conversation_id, model)
+    release_slot = quotas.open_stream(principal.user_id)
     call = clients.chat.Chat(chat_request, timeout=settings.chat_timeout_s, metadata=request_metadata(request))
     try:
         first = await first_reply(call)
-    except grpc.aio.AioRpcError as error:
-        raise from_grpc(error, "chat") from None
-    events = _events(call, first, settings.sse_heartbeat_s)
-    return StreamingResponse(events, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        if turn:
+            await turn.begin(first.model)
+    except BaseException as error:
+        call.cancel()
+        release_slot()
+        if isinstance(error, grpc.aio.AioRpcError):
+            raise from_grpc(error, "chat") from None
+        raise
+    outcome = StreamOutcome()
+
+    async def close() -> None:
+        # The client leaving cancels the gRPC call, which stops the model.
+        call.cancel()
+        try:
+            if turn:
+                await turn.end(outcome.final, outcome.failure)
+        finally:
+            release_slot()
+
+    meta = {"model": first.model}
+    if turn:
+        meta.update(conversation_id=turn.conversation_id, message_id=turn.answer_id)
+    return ClosingStreamingResponse(_events(call, first, meta, settings.sse_heartbeat_s, turn, outcome),
+                                    on_close=close, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _events(call, first: chat_pb2.ChatResponse, heartbeat_s: float) -> AsyncIterator[str]:
-    """SSE lines from the gRPC stream. Leaving early (the client went away)
-    cancels the gRPC call, which stops the model."""
+async def _events(call, first: chat_pb2.ChatResponse, meta: dict, heartbeat_s: float, turn: Turn | None,
+                  outcome: StreamOutcome) -> AsyncIterator[str]:
+    """SSE lines from the gRPC stream; `outcome` records how it ended."""
+    yield sse("meta", meta)
     try:
-        yield sse("meta", {"model": first.model})
         async for reply in with_heartbeats(call, first, heartbeat_s):
             if reply is None:
                 yield ": heartbeat\n\n"
                 continue
             if reply.delta:
+                if turn:
+                    await turn.add(reply.delta)
                 yield sse("delta", {"content": reply.delta})
             if reply.HasField("final"):
+                outcome.final = reply.final
                 yield sse("done", {"done_reason": _FINISH_NAMES.get(reply.final.finish_reason, "stop"),
                                    "usage": usage_of(reply.final), "timings": timings_of(reply.final)})
     except grpc.aio.AioRpcError as error:
-        failure = from_grpc(error, "chat")
-        yield sse("error", failure.body())
-    finally:
-        call.cancel()
+        outcome.failure = from_grpc(error, "chat")
+        yield sse("error", outcome.failure.body())

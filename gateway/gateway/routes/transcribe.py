@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from ..clients import ClientsDep, SettingsDep, request_metadata
 from ..errors import bad_request, from_grpc
+from ..quotas import ChargedPrincipalDep
 from ..uploads import is_present, read_upload
 
 router = APIRouter(tags=["speech"])
@@ -24,7 +25,7 @@ def options_for(language: str | None) -> asr_pb2.TranscriptionOptions:
 
 
 @router.post("/api/transcribe")
-async def transcribe(request: Request, clients: ClientsDep, settings: SettingsDep,
+async def transcribe(request: Request, clients: ClientsDep, settings: SettingsDep, _: ChargedPrincipalDep,
                      audio: UploadFile | None = File(None), language: str | None = Form(None)) -> dict:
     """Transcribes a recorded clip (webm/opus, ogg/opus, mp4/aac, wav, mp3, flac)."""
     if not is_present(audio):

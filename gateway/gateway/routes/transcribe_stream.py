@@ -13,6 +13,8 @@ Events (text frames, JSON): `{"type": "interim"|"final", "text", "language",
 "error_type"}` followed by a close with code 4000 + the HTTP status the same
 error gets elsewhere (4400, 4413, 4429, 4503…).
 Closing the socket early cancels the gRPC call, which stops the service's work.
+The caller is authenticated like any request (API key header or session
+cookie); a refusal (4401, 4429: rate or stream limit) comes as an error event.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from chatbot_protos.asr.v1 import asr_pb2
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from ..auth import principal_of
 from ..errors import ApiError, bad_request, from_grpc
 from .transcribe import options_for
 
@@ -99,6 +102,21 @@ async def transcribe_stream(websocket: WebSocket) -> None:
     settings, clients = websocket.app.state.settings, websocket.app.state.clients
     request_id = websocket.headers.get("x-request-id") or uuid.uuid4().hex
     await websocket.accept()
+    try:
+        principal = await principal_of(websocket)
+        quotas = websocket.app.state.quotas
+        quotas.charge(principal.user_id)
+        release_slot = quotas.open_stream(principal.user_id)
+    except ApiError as error:
+        await _fail(websocket, error)
+        return
+    try:
+        await _transcribe(websocket, settings, clients, request_id)
+    finally:
+        release_slot()
+
+
+async def _transcribe(websocket: WebSocket, settings, clients, request_id: str) -> None:
     try:
         first = await websocket.receive()
         if first["type"] == "websocket.disconnect":

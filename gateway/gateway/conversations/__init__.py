@@ -1,0 +1,1 @@
+"""Conversations: their storage, their images, and how a chat call becomes two stored turns."""

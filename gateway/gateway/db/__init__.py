@@ -1,0 +1,1 @@
+"""Storage of users, credentials and conversations (SQLAlchemy, migrated by Alembic)."""
