@@ -47,6 +47,11 @@ class StackConfig:
     run_dir: Path = REPO / ".run"
     models_dir: Path = REPO / ".cache" / "models"
     venvs: Path = REPO / ".venv"
+    # The gateway's database and stored images: kept across runs (and `make clean`).
+    data_dir: Path = REPO / ".data"
+    # "on": sign in (the first start creates user 'admin', password in data_dir);
+    # "off": single-user mode, allowed because the gateway listens on loopback.
+    auth: str = "on"
     # Extra variables for every service (CHAT_BACKEND, OLLAMA_URL, ASR_MODEL…).
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -57,13 +62,20 @@ class StackConfig:
                    gateway_port=int(env.get("GATEWAY_PORT", 8000)), asr_port=int(env.get("ASR_PORT", 50051)),
                    chat_port=int(env.get("CHAT_PORT", 50052)), max_upload_mb=int(env.get("MAX_UPLOAD_MB", 25)),
                    models_dir=Path(env.get("MODELS_DIR", REPO / ".cache" / "models")).resolve(),
-                   run_dir=Path(env.get("RUN_DIR", REPO / ".run")).resolve())
+                   run_dir=Path(env.get("RUN_DIR", REPO / ".run")).resolve(),
+                   data_dir=Path(env.get("GATEWAY_DATA_DIR", REPO / ".data")).resolve(),
+                   auth=env.get("GATEWAY_AUTH", "on"))
 
     @classmethod
     def on_free_ports(cls, run_dir: Path, **overrides) -> "StackConfig":
         ports = dict(http_port=free_port(), https_port=free_port(), gateway_port=free_port(),
                      asr_port=free_port(), chat_port=free_port())
         return cls(run_dir=run_dir, **{**ports, **overrides})
+
+    @property
+    def credentials_file(self) -> Path:
+        """Where the first start writes the password of the user 'admin' (mode 0600)."""
+        return self.data_dir / "admin-credentials.txt"
 
     @property
     def tls_dir(self) -> Path:
@@ -85,6 +97,7 @@ class StackConfig:
             "CHAT_HOST": "127.0.0.1", "CHAT_PORT": str(self.chat_port),
             "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(self.gateway_port),
             "ASR_ADDR": f"127.0.0.1:{self.asr_port}", "CHAT_ADDR": f"127.0.0.1:{self.chat_port}",
+            "GATEWAY_DATA_DIR": str(self.data_dir), "GATEWAY_AUTH": self.auth,
             **self.extra_env,
         }
 
@@ -194,7 +207,11 @@ class Service:
 
 
 class Stack:
-    def __init__(self, config: StackConfig) -> None:
+    """`model_services=False` starts only the gateway and nginx, in front of model
+    services already listening on config.asr_port and config.chat_port (tests
+    use it for a second front with other settings)."""
+
+    def __init__(self, config: StackConfig, model_services: bool = True) -> None:
         self.config = config
         self._nginx_temp: Path | None = None
         logs = config.run_dir / "logs"
@@ -204,6 +221,8 @@ class Stack:
             Service("chat", [python("chat"), "-m", "vision_chat_service"], logs / "chat.log"),
             Service("gateway", [python("gateway"), "-m", "gateway"], logs / "gateway.log"),
         ]
+        if not model_services:
+            self.services = self.services[-1:]
 
     def start(self, timeout: float = 600) -> None:
         """Starts everything and returns once /readyz answers 200 through nginx."""
@@ -213,9 +232,17 @@ class Stack:
         self.services.append(Service("nginx", [nginx_binary(), "-p", str(nginx_conf.parent), "-c", str(nginx_conf),
                                                "-g", "daemon off;"], self.config.run_dir / "logs" / "nginx.log"))
         env = {**os.environ, **self.config.service_env(), "PYTHONUNBUFFERED": "1"}
+        if self.config.auth == "on":
+            self.create_first_user(env)
         for service in self.services:
             service.start(env)
         self.wait_ready(timeout)
+
+    def create_first_user(self, env: dict[str, str]) -> None:
+        """With auth on and no users yet, the gateway's admin command creates 'admin'."""
+        python = str(self.config.venvs / "gateway" / "bin" / "python")
+        subprocess.run([python, "-m", "gateway.admin", "bootstrap", str(self.config.credentials_file)],
+                       env=env, check=True)
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -243,6 +270,14 @@ class Stack:
             shutil.rmtree(self._nginx_temp, ignore_errors=True)
 
 
+def sign_in_hint(config: StackConfig) -> str:
+    if config.auth != "on":
+        return "  single-user mode (GATEWAY_AUTH=off): no sign-in\n"
+    if config.credentials_file.exists():
+        return f"  sign in as admin with the password in {config.credentials_file}\n"
+    return "  sign in with your user (python -m gateway.admin create-user NAME makes one)\n"
+
+
 def run(config: StackConfig) -> int:
     """`make run`: start, print the address, wait for Ctrl-C, stop everything."""
     stack = Stack(config)
@@ -260,6 +295,7 @@ def run(config: StackConfig) -> int:
         stack.start()
         print(f"ready in {time.monotonic() - started:.1f} s\n"
               f"  open {config.url}  (or {config.https_url} from another machine: the microphone needs HTTPS)\n"
+              f"{sign_in_hint(config)}"
               "  Ctrl-C stops everything", flush=True)
         while not stop_requested:
             stack.check_alive()

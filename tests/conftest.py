@@ -7,21 +7,32 @@ the repository's .cache/models and reused by later runs.
 
 from __future__ import annotations
 
+import os
+import subprocess
+from dataclasses import dataclass
+
 import pytest
 
-from scripts.stack import Stack, StackConfig
+from scripts.stack import REPO, Stack, StackConfig
+from tests.support.postgres import postgres_server
 
 # Short answers keep the suite quick on a 2-core CPU; length is not under test.
 TEST_MAX_TOKENS = "24"
 # A low duration limit lets a test reach it with a small file.
 TEST_MAX_AUDIO_SECONDS = 120
+# Limits of the secured front, low enough for tests to reach.
+SECURED_RATE_PER_MINUTE = 20
+SECURED_MAX_STREAMS = 2
+SECURED_CORS_ORIGIN = "https://app.example.com"
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> Stack:
     run_dir = tmp_path_factory.mktemp("stack")
     # Adapters from a developer's trainer runs (.cache/adapters) must not leak into tests.
-    config = StackConfig.on_free_ports(run_dir, extra_env={
+    # Single-user mode (the gateway listens on loopback) with SQLite: the
+    # secured front below covers sign-in, several users and PostgreSQL.
+    config = StackConfig.on_free_ports(run_dir, data_dir=run_dir / "data", auth="off", extra_env={
         "CHAT_MAX_TOKENS": TEST_MAX_TOKENS, "ASR_MAX_AUDIO_SECONDS": str(TEST_MAX_AUDIO_SECONDS),
         "ADAPTERS_DIR": str(run_dir / "adapters")})
     running = Stack(config)
@@ -71,3 +82,68 @@ def tiny_png() -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    with postgres_server() as url:
+        yield url
+
+
+@dataclass
+class SecuredFront:
+    """A second gateway + nginx in front of the stack's model services, with
+    auth on, PostgreSQL, low per-user limits and one CORS origin."""
+
+    stack: Stack
+    admin_password: str
+
+    @property
+    def url(self) -> str:
+        return self.stack.config.url
+
+    def admin(self, *args: str) -> subprocess.CompletedProcess:
+        """`python -m gateway.admin ARGS` on this front's database."""
+        env = {**os.environ, **self.stack.config.service_env()}
+        return subprocess.run([str(REPO / ".venv" / "gateway" / "bin" / "python"), "-m", "gateway.admin", *args],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    def new_user(self, username: str) -> tuple[str, str]:
+        """Creates a user; returns (password, API key)."""
+        done = self.admin("create-user", username)
+        assert done.returncode == 0, done.stderr
+        fields = dict(line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)
+        return fields["password"].strip(), fields["api key"].strip()
+
+
+@pytest.fixture(scope="session")
+def secured(stack, postgres_url, tmp_path_factory) -> SecuredFront:
+    run_dir = tmp_path_factory.mktemp("secured")
+    config = StackConfig.on_free_ports(
+        run_dir, asr_port=stack.config.asr_port, chat_port=stack.config.chat_port, data_dir=run_dir / "data",
+        auth="on", extra_env={"DATABASE_URL": postgres_url, "RATE_LIMIT_PER_MINUTE": str(SECURED_RATE_PER_MINUTE),
+                              "MAX_STREAMS_PER_USER": str(SECURED_MAX_STREAMS), "CORS_ORIGINS": SECURED_CORS_ORIGIN})
+    front = Stack(config, model_services=False)
+    try:
+        front.start(timeout=120)
+    except BaseException:
+        front.stop()
+        raise
+    password = dict(line.split(": ", 1) for line in config.credentials_file.read_text().splitlines())["password"]
+    yield SecuredFront(front, password)
+    front.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_vision_model(tmp_path_factory):
+    """Builds a tiny random vision-language checkpoint of a family once per session."""
+    from tests.chat.helpers import build_with_chat_venv
+
+    built = {}
+
+    def build(family: str):
+        if family not in built:
+            built[family] = build_with_chat_venv(tmp_path_factory.mktemp(family) / "model", "--family", family)
+        return built[family]
+
+    return build

@@ -17,7 +17,7 @@ import pytest
 from chatbot_protos.chat.v1 import chat_pb2, chat_pb2_grpc
 from PIL import Image
 
-from tests.chat.helpers import build_with_chat_venv, chat, rpc_error, user
+from tests.chat.helpers import chat, rpc_error, user
 from tests.support.services import grpc_service
 
 EXIF_ORIENTATION = 0x0112
@@ -47,23 +47,23 @@ def animated_gif() -> bytes:
     return buffer.getvalue()
 
 
-def serve_tiny(family: str, tmp_path_factory):
-    """Builds a tiny model of the family and serves it; yields (stub, model name)."""
+def serve_tiny(family: str, tmp_path_factory, tiny_vision_model):
+    """Serves the session's tiny model of the family; yields (stub, model name)."""
     root = tmp_path_factory.mktemp(family)
-    model = build_with_chat_venv(root / "model", "--family", family)
+    model = tiny_vision_model(family)
     env = {"CHAT_MODEL": str(model), "ADAPTERS_DIR": str(root / "no-adapters"), "CHAT_MAX_TOKENS": "4"}
     with grpc_service("chat", root, env) as (_, address), grpc.insecure_channel(address) as channel:
         yield chat_pb2_grpc.ChatServiceStub(channel), str(model)
 
 
 @pytest.fixture(scope="module")
-def idefics3(tmp_path_factory):
-    yield from serve_tiny("idefics3", tmp_path_factory)
+def idefics3(tmp_path_factory, tiny_vision_model):
+    yield from serve_tiny("idefics3", tmp_path_factory, tiny_vision_model)
 
 
 @pytest.fixture(scope="module")
-def mllama(tmp_path_factory):
-    yield from serve_tiny("mllama", tmp_path_factory)
+def mllama(tmp_path_factory, tiny_vision_model):
+    yield from serve_tiny("mllama", tmp_path_factory, tiny_vision_model)
 
 
 # --- Idefics3 (SmolVLM family) ---------------------------------------------

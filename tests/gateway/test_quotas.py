@@ -1,0 +1,78 @@
+"""Per-user limits and CORS on the secured front (RATE_LIMIT_PER_MINUTE=20,
+MAX_STREAMS_PER_USER=2, one allowed origin)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.conftest import SECURED_CORS_ORIGIN, SECURED_MAX_STREAMS, SECURED_RATE_PER_MINUTE
+
+
+def bearer(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_model_calls_beyond_the_rate_are_429_with_retry_after_for_that_user_only(secured):
+    _, key = secured.new_user("hasty")
+    _, other = secured.new_user("patient")
+    # Calls without audio are refused (400) after they are counted: no model work needed.
+    codes = [httpx.post(secured.url + "/api/transcribe", headers=bearer(key)).status_code
+             for _ in range(SECURED_RATE_PER_MINUTE)]
+    assert set(codes) == {400}
+    refused = httpx.post(secured.url + "/api/transcribe", headers=bearer(key))
+    assert refused.status_code == 429 and refused.json()["error_type"] == "rate_limited"
+    assert str(SECURED_RATE_PER_MINUTE) in refused.json()["error"]
+    assert 1 <= int(refused.headers["retry-after"]) <= 60 // SECURED_RATE_PER_MINUTE + 1
+    # /v1 says the same in OpenAI's shape.
+    v1 = httpx.post(secured.url + "/v1/chat/completions", headers=bearer(key),
+                    json={"model": "x", "messages": [{"role": "user", "content": "hola"}]})
+    assert v1.status_code == 429 and v1.json()["error"]["type"] == "rate_limit_error"
+    # Listing data is not a model call; another user is not affected.
+    assert httpx.get(secured.url + "/api/conversations", headers=bearer(key)).status_code == 200
+    assert httpx.post(secured.url + "/api/transcribe", headers=bearer(other)).status_code == 400
+
+
+def test_streams_beyond_the_per_user_limit_are_429_until_one_ends(secured):
+    _, key = secured.new_user("streamer")
+    ws_url = secured.url.replace("http://", "ws://") + "/api/transcribe/stream"
+    # Live-dictation sockets hold a stream slot for as long as they are open.
+    sockets = [connect(ws_url, additional_headers=bearer(key)) for _ in range(SECURED_MAX_STREAMS)]
+    try:
+        for socket in sockets:
+            socket.send(json.dumps({"mime_type": "audio/webm;codecs=opus", "language": "es"}))
+        extra = httpx.post(secured.url + "/api/chat/stream", data={"message": "hola"}, headers=bearer(key))
+        assert extra.status_code == 429 and extra.json()["error_type"] == "rate_limited"
+        assert "streams" in extra.json()["error"] and extra.headers["retry-after"] == "1"
+        # A third socket is refused the same way, as an error event and close code 4429.
+        third = connect(ws_url, additional_headers=bearer(key))
+        event = json.loads(third.recv(timeout=30))
+        assert event["error_type"] == "rate_limited"
+        with pytest.raises(ConnectionClosed) as closed:
+            third.recv(timeout=30)
+        assert closed.value.rcvd.code == 4429
+    finally:
+        sockets.pop().close()
+    # A closed stream gives its slot back.
+    with httpx.stream("POST", secured.url + "/api/chat/stream", data={"message": "hola"}, headers=bearer(key),
+                      timeout=120) as response:
+        assert response.status_code == 200
+    for socket in sockets:
+        socket.close()
+
+
+def test_cors_answers_the_configured_origin_only(secured, nginx_url):
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    allowed = httpx.options(secured.url + "/v1/chat/completions", headers={"Origin": SECURED_CORS_ORIGIN, **preflight})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == SECURED_CORS_ORIGIN
+    assert "access-control-allow-credentials" not in allowed.headers  # cookies stay same-origin
+    other = httpx.options(secured.url + "/v1/chat/completions", headers={"Origin": "https://evil.example", **preflight})
+    assert "access-control-allow-origin" not in other.headers
+    # Off by default: the shared stack answers no origin.
+    default = httpx.get(nginx_url + "/healthz", headers={"Origin": SECURED_CORS_ORIGIN})
+    assert "access-control-allow-origin" not in default.headers
