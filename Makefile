@@ -23,7 +23,8 @@ system-run:
 	@scripts/ensure_system_packages.sh nginx:/usr/sbin/nginx openssl:openssl
 
 system-test: system-run
-	@scripts/ensure_system_packages.sh espeak-ng:espeak-ng chromium:chromium chromium-driver:chromedriver
+	@scripts/ensure_system_packages.sh espeak-ng:espeak-ng chromium:chromium chromium-driver:chromedriver \
+		postgresql:/usr/lib/postgresql/15/bin/pg_ctl
 
 # Each venv is rebuilt only when its package definition changes, so a second
 # `make run` goes straight to starting the services.
@@ -60,5 +61,6 @@ $(VENV)/test/.installed: tests/requirements.txt protos/pyproject.toml
 protos: $(VENV)/test/.installed
 	$(VENV)/test/bin/python protos/generate.py
 
+# Keeps .data (conversations, users, stored images).
 clean:
 	rm -rf $(VENV) .run

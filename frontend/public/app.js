@@ -17,7 +17,8 @@ const AUDIO_FORMATS = [
 const ui = Object.fromEntries(
   ['messages', 'empty-hint', 'status', 'notice', 'message-input', 'image-input',
     'image-preview-box', 'image-preview', 'remove-image-button', 'record-button',
-    'record-timer', 'send-button', 'stop-button', 'composer']
+    'record-timer', 'send-button', 'stop-button', 'composer', 'chat', 'account', 'account-name',
+    'sign-out-button', 'sign-in-form', 'username-input', 'password-input', 'sign-in-error', 'sign-in-button']
     .map((id) => [id, document.getElementById(id)]),
 );
 
@@ -31,6 +32,9 @@ const state = {
   transcribing: false,
   notice: null,       // {text, error, link?}: feedback about the composer (voice, attachments)
   ready: null,        // {ok, text}: the /readyz line
+  // undefined: not asked yet; null: signed out (the sign-in form shows); else {username, auth}
+  session: undefined,
+  signIn: { busy: false, error: '' },
 };
 
 let nextId = 1;
@@ -88,6 +92,11 @@ async function httpError(response) {
     detail = (await response.text().catch(() => '')).trim().slice(0, 200);
   }
   if (detail.startsWith('<')) detail = '';  // a proxy's HTML error page says nothing more
+  if (response.status === 401) {
+    // The session ended (or never was): the sign-in form shows; the draft stays where it is.
+    state.session = null;
+    return new HttpError('Tu sesión ha terminado: inicia sesión y vuelve a intentarlo.');
+  }
   return new HttpError(`Error ${response.status}${detail ? `: ${detail}` : ''}`);
 }
 
@@ -194,6 +203,50 @@ function setDraft(text, image) {
   }
   state.draft.text = text;
   state.draft.image = image;
+}
+
+// ---------------------------------------------------------------- session
+
+async function checkSession() {
+  try {
+    const response = await fetch('/api/auth/me', { cache: 'no-store' });
+    if (response.status === 401) state.session = null;
+    else if (response.ok) state.session = await response.json();
+  } catch {
+    // Unreachable server: the chat stays visible and its requests say what is wrong.
+  }
+  render();
+}
+
+async function signIn() {
+  state.signIn = { busy: true, error: '' };
+  render();
+  try {
+    const response = await fetch('/api/auth/login', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ username: ui['username-input'].value, password: ui['password-input'].value }),
+    });
+    if (response.ok) {
+      state.session = await response.json();
+      ui['password-input'].value = '';
+      state.signIn = { busy: false, error: '' };
+    } else {
+      const body = await response.json().catch(() => ({}));
+      state.signIn = { busy: false, error: response.status === 401
+        ? 'Usuario o contraseña incorrectos.' : (body.error || `Error ${response.status}`) };
+    }
+  } catch (err) {
+    state.signIn = { busy: false, error: describe(err) };
+  }
+  render();
+  if (state.session) ui['message-input'].focus();
+}
+
+async function signOut() {
+  await fetch('/api/auth/logout', { method: 'POST' }).catch(() => {});
+  state.session = null;
+  render();
 }
 
 // ---------------------------------------------------------------- voice
@@ -394,7 +447,20 @@ function renderMessages() {
 
 let renderedNotice = null;
 
+function renderSession() {
+  const signedOut = state.session === null;
+  ui['sign-in-form'].hidden = !signedOut;
+  ui.chat.hidden = signedOut;
+  ui['sign-in-button'].disabled = state.signIn.busy;
+  ui['sign-in-error'].hidden = !state.signIn.error;
+  setText(ui['sign-in-error'], state.signIn.error);
+  // Nothing to sign out of in single-user mode (auth "off").
+  ui.account.hidden = !state.session || state.session.auth !== 'on';
+  setText(ui['account-name'], state.session?.username ?? '');
+}
+
 function render() {
+  renderSession();
   renderMessages();
 
   const input = ui['message-input'];
@@ -483,8 +549,14 @@ ui['remove-image-button'].addEventListener('click', () => {
   ui['message-input'].focus();  // the button that had focus is now hidden
 });
 
+ui['sign-in-form'].addEventListener('submit', (e) => {
+  e.preventDefault();
+  signIn();
+});
+ui['sign-out-button'].addEventListener('click', signOut);
 ui['record-button'].addEventListener('click', toggleRecording);
 ui['stop-button'].addEventListener('click', () => state.chat?.abort());
 
 render();
+checkSession();
 checkReady();

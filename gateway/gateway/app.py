@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = gateway_metrics
     app.state.images = ImageStore(settings.images_dir)
     app.state.quotas = UserQuotas(settings.rate_limit_per_minute, settings.max_streams_per_user)
+    gateway_metrics.open_streams.set_function(lambda: sum(app.state.quotas.open_streams.values()))
     app.state.login_attempts = TokenBuckets(settings.login_attempts_per_minute)
     install_handlers(app)
     for router in (chat.router, transcribe.router, health.router, *openai_routers, metrics.router,

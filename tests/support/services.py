@@ -19,7 +19,9 @@ _MODULES = {"chat": "vision_chat_service", "asr": "asr_service", "gateway": "gat
 def start_service(kind: str, log_dir: Path, env: dict[str, str]) -> Service:
     service = Service(kind, [str(REPO / ".venv" / kind / "bin" / "python"), "-m", _MODULES[kind]],
                       log_dir / f"{kind}-{len(list(log_dir.glob('*.log')))}.log")
-    defaults = StackConfig().service_env()  # same MODELS_DIR and limits as the stack
+    # Same MODELS_DIR and limits as the stack; a gateway gets its own data folder
+    # and single-user mode (it listens on loopback) unless `env` says otherwise.
+    defaults = StackConfig(data_dir=log_dir / "data", auth="off").service_env()
     service.start({**os.environ, **defaults, "PYTHONUNBUFFERED": "1", **env})
     return service
 

@@ -40,12 +40,16 @@ class _UnaryObserver(grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, client_call_details, request):
         started = time.perf_counter()
         method = _method(client_call_details)
-        call = await continuation(client_call_details, request)
+        in_flight = self.metrics.backend_in_flight.labels(_short(method))
+        in_flight.inc()
         try:
+            call = await continuation(client_call_details, request)
             response = await call
         except grpc.aio.AioRpcError as error:
             self.metrics.backend_errors.labels(_short(method), error.code().name).inc()
             return call  # the caller's own await raises the same error
+        finally:
+            in_flight.dec()
         if method == TRANSCRIBE_METHOD:
             self.metrics.transcribe_seconds.observe(time.perf_counter() - started)
             self.metrics.audio_seconds.inc(max(0.0, response.duration_seconds))
@@ -61,9 +65,11 @@ class _StreamObserver(grpc.aio.UnaryStreamClientInterceptor):
         started = time.perf_counter()
         method = _method(client_call_details)
         call = await continuation(client_call_details, request)
+        in_flight = self.metrics.backend_in_flight.labels(_short(method))
+        in_flight.inc()
         # A stream the gateway cancels (its client left) is no longer read, so
         # the generator below never sees it end: the call's own callback does.
-        call.add_done_callback(lambda done: self._count_cancelled(done, method))
+        call.add_done_callback(lambda done: (in_flight.dec(), self._count_cancelled(done, method)))
         # An async generator in place of the call: grpc.aio wraps it so that
         # read(), iteration and cancel() work as on the plain call.
         return self._observe(call, method, started)

@@ -51,3 +51,9 @@ class GatewayMetrics:
         self.audio_seconds = Counter("gateway_transcription_audio_seconds", "Seconds of audio transcribed",
                                      registry=r)
         self.transcriptions = Counter("gateway_transcriptions", "Successful transcriptions", registry=r)
+        # The services' queues as the gateway sees them: its calls running or waiting there.
+        self.backend_in_flight = Gauge("gateway_backend_calls_in_flight",
+                                       "gRPC calls to the model services not finished yet (running or queued "
+                                       "there), by method", ["method"], registry=r)
+        self.open_streams = Gauge("gateway_open_streams", "Chat streams and dictation sockets open now "
+                                                          "(what the per-user stream limit counts)", registry=r)
