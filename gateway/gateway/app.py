@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from .accounts import store as accounts
+from .accounts.cache import CredentialCache
 from .auth import Principal
 from .clients import ModelClients
 from .config import Settings
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.quotas = UserQuotas(settings.rate_limit_per_minute, settings.max_streams_per_user)
     gateway_metrics.open_streams.set_function(lambda: sum(app.state.quotas.open_streams.values()))
     app.state.login_attempts = TokenBuckets(settings.login_attempts_per_minute)
+    app.state.credentials = CredentialCache(settings.auth_cache_s)
     install_handlers(app)
     for router in (chat.router, transcribe.router, health.router, *openai_routers, metrics.router,
                    transcribe_stream.router, auth.router, conversation_routes.router):

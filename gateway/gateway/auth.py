@@ -48,18 +48,26 @@ async def principal_of(connection: HTTPConnection) -> Principal:
     app = connection.app
     if app.state.settings.gateway_auth == "off":
         return app.state.local_principal
-    async with app.state.database.session() as db:
-        if (key := bearer_token(connection)) is not None:
-            user = await store.user_by_api_key(db, key)
-            if user is None:
-                raise unauthorized("the API key is not valid (revoked, mistyped or from another server)")
-            return Principal.of(user, "api_key")
-        if (token := connection.cookies.get(SESSION_COOKIE)) is not None:
-            user = await store.user_by_session(db, token)
-            if user is not None:
-                return Principal.of(user, "session")
-            raise unauthorized("your session has ended: sign in again")
+    if (key := bearer_token(connection)) is not None:
+        return await _checked(app, key, "api_key", store.user_by_api_key,
+                              "the API key is not valid (revoked, mistyped or from another server)")
+    if (token := connection.cookies.get(SESSION_COOKIE)) is not None:
+        return await _checked(app, token, "session", store.user_by_session, "your session has ended: sign in again")
     raise unauthorized("sign in, or send an API key: Authorization: Bearer <key>")
+
+
+async def _checked(app, token: str, via: str, lookup, refusal: str) -> Principal:
+    """The principal of a key or session token, from the cache or the database."""
+    cache = app.state.credentials
+    if (principal := cache.get(token)) is not None:
+        return principal
+    async with app.state.database.session() as db:
+        user = await lookup(db, token)
+    if user is None:
+        raise unauthorized(refusal)
+    principal = Principal.of(user, via)
+    cache.put(token, user.id, principal)
+    return principal
 
 
 async def current_principal(request: Request) -> Principal:

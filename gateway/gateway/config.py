@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # Empty: SQLite in gateway_data_dir. PostgreSQL: postgresql://user:password@host:5432/db
     database_url: str = ""
     session_days: float = Field(30, gt=0)  # how long a browser login lasts
+    # Seconds a checked key or session is trusted without asking the database
+    # again (accounts/cache.py); revocations reach other replicas within this. 0: off.
+    auth_cache_s: float = Field(30, ge=0)
     # Per user: model calls (chat, transcription) a minute, as a bucket that
     # refills continuously, and chat/dictation streams open at once.
     rate_limit_per_minute: int = Field(60, ge=1)

@@ -110,3 +110,39 @@ def test_single_user_mode_is_refused_unless_the_gateway_listens_on_loopback(tmp_
     assert done.returncode != 0
     assert "GATEWAY_AUTH=off" in done.stderr and "loopback" in done.stderr
     assert not (tmp_path / "gateway.db").exists()  # refused before touching anything
+
+
+def test_keys_and_passwords_are_stored_only_as_hashes(secured, postgres_url):
+    import hashlib
+
+    password, key = secured.new_user("dora")
+    rows = subprocess.run(["psql", postgres_url, "-Atc", "SELECT u.password_hash, k.key_hash FROM users u "
+                           "JOIN api_keys k ON k.user_id = u.id WHERE u.username = 'dora'"],
+                          capture_output=True, text=True, check=True).stdout
+    assert key not in rows and password not in rows
+    assert hashlib.sha256(key.encode()).hexdigest() in rows and rows.startswith("scrypt$")
+
+
+def test_a_new_password_ends_the_browser_sessions(secured):
+    password, _ = secured.new_user("elena")
+    with httpx.Client(base_url=secured.url) as first, httpx.Client(base_url=secured.url) as second:
+        for browser in (first, second):
+            assert browser.post("/api/auth/login", json={"username": "elena", "password": password}).status_code == 200
+        changed = first.post("/api/auth/password", json={"current_password": password,
+                                                         "new_password": "otra-clave-larga"})
+        assert changed.status_code == 204
+        assert second.get("/api/auth/me").status_code == 401
+        assert first.post("/api/auth/password", json={"current_password": "wrong",
+                                                      "new_password": "x" * 12}).status_code in (401, 403)
+    again = httpx.post(secured.url + "/api/auth/login", json={"username": "elena", "password": "otra-clave-larga"})
+    assert again.status_code == 200
+
+
+def test_sign_in_attempts_beyond_the_limit_are_429_per_address(tmp_path):
+    from tests.support.services import gateway_service
+
+    env = {"GATEWAY_AUTH": "on", "LOGIN_ATTEMPTS_PER_MINUTE": "3"}
+    with gateway_service(tmp_path, env) as (_, url):
+        codes = [httpx.post(url + "/api/auth/login", json={"username": "x", "password": "guess"}).status_code
+                 for _ in range(4)]
+    assert codes[:3] == [401] * 3 and codes[3] == 429

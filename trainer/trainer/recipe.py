@@ -31,6 +31,18 @@ def use_bf16(config: Config) -> bool:
     return not train.fp16 and not train.use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+def activation_offloading(config: Config) -> bool:
+    """Offloading moves saved activations between a GPU and pinned CPU memory: on
+    the CPU there is nowhere to offload to (TRL's context needs an accelerator)."""
+    import torch
+
+    train = config.train
+    if train.activation_offloading and (train.use_cpu or not torch.cuda.is_available()):
+        log.info("activation_offloading is for a GPU: off on the CPU")
+        return False
+    return train.activation_offloading
+
+
 def report_to(config: Config) -> list[str]:
     wanted = [item for item in config.train.report_to if item != "none"]
     if "tensorboard" in wanted and importlib.util.find_spec("tensorboard") is None:
@@ -70,7 +82,7 @@ def sft_config(config: Config, output_dir: Path, text_field: str = "text") -> SF
         # memory and speed
         gradient_checkpointing=train.gradient_checkpointing,
         gradient_checkpointing_kwargs=checkpointing_kwargs,
-        activation_offloading=train.activation_offloading,
+        activation_offloading=activation_offloading(config),
         use_liger_kernel=train.use_liger_kernel,
         bf16=use_bf16(config),
         fp16=train.fp16,

@@ -87,6 +87,7 @@ async def login(body: Credentials, request: Request, response: Response, db: DbD
 async def logout(request: Request, db: DbDep):
     if (token := request.cookies.get(SESSION_COOKIE)) is not None:
         await store.close_session(db, token)
+        request.app.state.credentials.drop(token)
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response
@@ -99,7 +100,7 @@ async def me(principal: PrincipalDep, settings: SettingsDep):
 
 
 @router.post("/auth/password", status_code=204)
-async def change_password(body: PasswordChange, principal: PrincipalDep, db: DbDep):
+async def change_password(body: PasswordChange, request: Request, principal: PrincipalDep, db: DbDep):
     """Changes the caller's password; every browser session of theirs ends (sign in again)."""
     user = await db.get(User, principal.user_id)
     if not await asyncio.to_thread(verify_password, body.current_password, user.password_hash):
@@ -108,6 +109,7 @@ async def change_password(body: PasswordChange, principal: PrincipalDep, db: DbD
         await store.set_password(db, user, body.new_password)
     except store.AccountError as error:
         raise bad_request(str(error)) from None
+    request.app.state.credentials.drop_user(user.id)
     return Response(status_code=204)
 
 
@@ -127,9 +129,11 @@ async def create_key(body: KeyRequest, principal: PrincipalDep, db: DbDep):
 
 
 @router.delete("/keys/{key_id}", status_code=204)
-async def revoke_key(key_id: int, principal: PrincipalDep, db: DbDep):
+async def revoke_key(key_id: int, request: Request, principal: PrincipalDep, db: DbDep):
     if not await store.revoke_api_key(db, principal.user_id, key_id):
         raise ApiError(404, f"no key {key_id}", "not_found")
+    # The cache knows tokens, not key ids: the user's other credentials are simply checked again.
+    request.app.state.credentials.drop_user(principal.user_id)
     return Response(status_code=204)
 
 
