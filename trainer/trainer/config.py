@@ -108,8 +108,8 @@ class ModelArguments:
     attn_implementation: str = field(
         default="sdpa",
         metadata=_help(
-            "attention kernel: sdpa, sdpa_varlen (packed rows through PyTorch's varlen FlashAttention, sdpa otherwise), "
-            "eager, flash_attention_2, flex_attention"
+            "attention kernel: sdpa, sdpa_varlen (packed rows through PyTorch's varlen FlashAttention, "
+            "sdpa otherwise), eager, flash_attention_2, flex_attention"
         ),
     )
     trust_remote_code: bool = field(default=False, metadata=_help("run model code shipped with the checkpoint"))

@@ -115,7 +115,7 @@ def skip_checkpointing_callback(count: int) -> Any:
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     class SkipCheckpointing(TrainerCallback):
-        def on_train_begin(self, args, state, control, model=None, **kwargs):  # noqa: ANN001
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
             blocks = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
             for block in blocks[max(0, len(blocks) - count) :]:
                 block.gradient_checkpointing = False
