@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # What CHAT_MODEL means when it is left empty, per backend.
-DEFAULT_MODELS = {"transformers": "smollm2-135m-instruct", "ollama": "llama3.2-vision"}
+# For openai, empty means "the first model the server lists": vLLM and
+# llama.cpp's server serve one model, so that is the one that is loaded.
+DEFAULT_MODELS = {"transformers": "smollm2-135m-instruct", "ollama": "llama3.2-vision", "openai": ""}
 
 MIB = 1024 * 1024
 
@@ -21,7 +23,7 @@ class Settings(BaseSettings):
 
     chat_host: str = "127.0.0.1"
     chat_port: int = Field(50052, ge=0, le=65535)
-    chat_backend: Literal["transformers", "ollama"] = "transformers"
+    chat_backend: Literal["transformers", "ollama", "openai"] = "transformers"
     chat_model: str = ""
     chat_max_tokens: int = Field(256, ge=1, le=32768)
     # Used when a request sets none. Small models ramble at higher values
@@ -46,13 +48,25 @@ class Settings(BaseSettings):
     max_upload_mb: int = Field(25, ge=1, le=1024)
     ollama_url: str = "http://127.0.0.1:11434"
     ollama_keep_alive: str = "30m"
+    # Any OpenAI-compatible server (vLLM, TGI, llama.cpp server, LocalAI): the
+    # API root that /models and /chat/completions hang from.
+    openai_base_url: str = "http://127.0.0.1:8000/v1"
+    # Sent as a Bearer token when set; a SecretStr so that it never shows in
+    # logs or in a printed Settings.
+    openai_api_key: SecretStr = SecretStr("")
+    # /v1/models does not say whether a model reads images, so the operator
+    # does. Images to a server configured as text-only are refused before sending.
+    openai_vision: bool = False
+    # Images per request, counted over the whole conversation: vLLM's limit
+    # (--limit-mm-per-prompt) is per prompt, and its default is 1.
+    openai_max_images: int = Field(1, ge=1, le=64)
     log_level: str = "INFO"
 
-    @field_validator("ollama_url")
+    @field_validator("ollama_url", "openai_base_url")
     @classmethod
-    def _strip_trailing_slash(cls, value: str) -> str:
+    def _strip_trailing_slash(cls, value: str, info: ValidationInfo) -> str:
         if not value.startswith(("http://", "https://")):
-            raise ValueError("OLLAMA_URL must start with http:// or https://")
+            raise ValueError(f"{info.field_name.upper()} must start with http:// or https://")
         return value.rstrip("/")
 
     @property

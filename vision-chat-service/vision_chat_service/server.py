@@ -21,6 +21,8 @@ async def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT (→ 0) or until the backend fails to start (→ 1);
     the backend is closed either way."""
     backend = create_backend(settings)
+    # Only the openai backend leaves the model empty: the server's first listed one.
+    model = settings.model_name or "(the server's first model)"
     try:
         server = ModelServer("vision-chat-service", [SERVICE_NAME], settings.max_message_bytes)
         servicer = ChatServicer(backend, settings.chat_system_prompt)
@@ -28,8 +30,8 @@ async def serve(settings: Settings) -> int:
         port = server.bind(settings.chat_host, settings.chat_port)
         # The launcher and the tests read this line to learn the port when it was 0.
         log.info("vision-chat-service listening on %s (backend %s, model %s)",
-                 host_port(settings.chat_host, port), settings.chat_backend, settings.model_name)
-        return await server.run(backend.start, model=settings.model_name)
+                 host_port(settings.chat_host, port), settings.chat_backend, model)
+        return await server.run(backend.start, model=model)
     finally:
         await backend.close()
 
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Chat gRPC service. Settings come from the environment "
                                                  "(see docs/configuration.md); flags override them.")
     parser.add_argument("--port", type=int, help="overrides CHAT_PORT (0 = any free port)")
-    parser.add_argument("--backend", choices=["transformers", "ollama"], help="overrides CHAT_BACKEND")
+    parser.add_argument("--backend", choices=["transformers", "ollama", "openai"], help="overrides CHAT_BACKEND")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in {"chat_port": args.port, "chat_backend": args.backend}.items() if v is not None}
     settings = Settings(**overrides)

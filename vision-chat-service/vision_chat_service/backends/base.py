@@ -46,6 +46,7 @@ class ChatBackend(Protocol):
 _REGISTRY = {
     "transformers": ("vision_chat_service.backends.transformers_backend", "TransformersBackend"),
     "ollama": ("vision_chat_service.backends.ollama", "OllamaBackend"),
+    "openai": ("vision_chat_service.backends.openai", "OpenAIBackend"),
 }
 
 
