@@ -50,6 +50,9 @@ def test_sign_in_then_chat_then_sign_out(secured, tmp_path):
             and d.find_element(By.CSS_SELECTOR, ".message.assistant .text").text.strip()
             and d.find_element(By.CSS_SELECTOR, ".message.assistant").get_attribute("aria-busy") == "false")
         assert not driver.find_elements(By.CSS_SELECTOR, ".message.assistant .error")
+        # The chat became a conversation of this user, listed in the sidebar.
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#conversation-list .conversation-open"))
+        assert driver.find_element(By.CSS_SELECTOR, "#conversation-list .conversation-open").text.startswith("Hola")
 
         driver.find_element(By.ID, "sign-out-button").click()
         wait.until(lambda d: visible(d, "sign-in-form"))

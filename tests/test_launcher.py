@@ -33,7 +33,8 @@ def is_alive(pid: int) -> bool:
 def test_run_serves_the_page_and_ctrl_c_stops_every_process(tmp_path):
     ports = {name: str(free_port()) for name in ("NGINX_HTTP_PORT", "NGINX_HTTPS_PORT", "GATEWAY_PORT",
                                                    "ASR_PORT", "CHAT_PORT")}
-    env = {**os.environ, **ports, "RUN_DIR": str(tmp_path)}
+    env = {**os.environ, **ports, "RUN_DIR": str(tmp_path), "GATEWAY_DATA_DIR": str(tmp_path / "data")}
+    env.pop("GATEWAY_AUTH", None)  # the default: sign-in on, a first user made at the first start
     launcher = subprocess.Popen([sys.executable, str(REPO / "scripts" / "stack.py"), "run"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -43,6 +44,13 @@ def test_run_serves_the_page_and_ctrl_c_stops_every_process(tmp_path):
         assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
         started = children_of(launcher.pid)
         assert len(started) == 4, f"expected asr, chat, gateway and nginx, got {started}"
+        credentials = tmp_path / "data" / "admin-credentials.txt"
+        assert "created the user 'admin'" in output and str(credentials) in output
+        assert credentials.stat().st_mode & 0o777 == 0o600
+        password = credentials.read_text().split("password: ", 1)[1].strip()
+        assert httpx.get(f"{url}/api/conversations", timeout=10).status_code == 401
+        signed_in = httpx.post(f"{url}/api/auth/login", json={"username": "admin", "password": password}, timeout=10)
+        assert signed_in.status_code == 200 and signed_in.json()["auth"] == "on"
 
         launcher.send_signal(signal.SIGINT)
         assert launcher.wait(timeout=60) == 0

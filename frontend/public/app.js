@@ -1,200 +1,262 @@
-// Chat page. All UI state lives in `state`; handlers change it and call render(), which is
-// the only code that writes to the DOM. Network code (readEvents, postForm) knows nothing
-// about the page. Model text only ever goes in through textContent, never innerHTML.
+// The chat app's controller: the actions that change `state` (js/state.js), then render()
+// (js/render.js) shows it. Modules by concern: js/transport.js (HTTP, SSE), js/conversations.js,
+// js/voice.js, js/images.js, js/markdown.js, js/i18n.js.
 
-// NGINX_HTTPS_PORT's default. The page cannot know a custom port; this is only used to
-// tell the user where the microphone works.
+import { state, newMessage, savePrefs, selectedModel } from './js/state.js';
+import { initRender, render, imageRefusal } from './js/render.js';
+import { t, setLanguage } from './js/i18n.js';
+import { api, HttpError, streamChat, whenUnauthorized } from './js/transport.js';
+import * as conversations from './js/conversations.js';
+import { prepareImage, ImageError } from './js/images.js';
+import { checkMicrophoneAvailable, openMicrophone, Dictation, VoiceError } from './js/voice.js';
+import { copyText } from './js/markdown.js';
+
+// NGINX_HTTPS_PORT's default. The page cannot know a custom port; this only tells the user
+// where the microphone works.
 const HTTPS_PORT = 8443;
+// A press of the record button (or space bar) longer than this is push-to-talk: releasing
+// it stops. A shorter one is a tap: recording goes on until the next tap.
+const HOLD_MS = 400;
 
-// MediaRecorder formats, in order of preference, with the file extension the ASR service
-// uses to recognise them. Chrome records webm, Firefox ogg, Safari mp4.
-const AUDIO_FORMATS = [
-  ['audio/webm;codecs=opus', 'webm'],
-  ['audio/ogg;codecs=opus', 'ogg'],
-  ['audio/mp4', 'mp4'],
-];
+const ui = Object.fromEntries([...document.querySelectorAll('[id]')].map((node) => [node.id, node]));
 
-const ui = Object.fromEntries(
-  ['messages', 'empty-hint', 'status', 'notice', 'message-input', 'image-input',
-    'image-preview-box', 'image-preview', 'remove-image-button', 'record-button',
-    'record-timer', 'send-button', 'stop-button', 'composer', 'chat', 'account', 'account-name',
-    'sign-out-button', 'sign-in-form', 'username-input', 'password-input', 'sign-in-error', 'sign-in-button']
-    .map((id) => [id, document.getElementById(id)]),
-);
-
-const state = {
-  messages: [],       // {id, role, text, imageUrl, info, error, streaming}
-  draft: { text: '', image: null, imageUrl: null },
-  chat: null,         // AbortController of the chat request in flight
-  recording: null,    // {recorder, startedAt, timer}
-  openingMicrophone: false,  // true while the browser asks for the microphone
-  elapsed: 0,         // seconds recorded so far
-  transcribing: false,
-  notice: null,       // {text, error, link?}: feedback about the composer (voice, attachments)
-  ready: null,        // {ok, text}: the /readyz line
-  // undefined: not asked yet; null: signed out (the sign-in form shows); else {username, auth}
-  session: undefined,
-  signIn: { busy: false, error: '' },
-};
-
-let nextId = 1;
-
-// ---------------------------------------------------------------- transport
-
-// Server-Sent Events over fetch (EventSource cannot POST a form). Yields {event, data}.
-// Chunks can split a line anywhere, so an incomplete last line waits in `buffer`.
-// Lines end in \n or \r\n (a lone \r, legal in SSE but unused by our server, is not handled).
-export async function* readEvents(body) {
-  const reader = body.getReader();
-  const decoder = new TextDecoder();  // stream mode: holds back split UTF-8 sequences
-  let buffer = '';
-  let event = '';
-  let data = [];
-  try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;  // an unterminated last event is dropped, as the SSE spec says
-      buffer += decoder.decode(value, { stream: true });
-      const lines = buffer.split('\n');
-      buffer = lines.pop();
-      for (let line of lines) {
-        if (line.endsWith('\r')) line = line.slice(0, -1);
-        if (line === '') {  // blank line: the event is complete
-          if (data.length) yield { event: event || 'message', data: data.join('\n') };
-          event = '';
-          data = [];
-        } else if (!line.startsWith(':')) {  // ":" lines are heartbeats
-          const colon = line.indexOf(':');
-          const field = colon < 0 ? line : line.slice(0, colon);
-          const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
-          if (field === 'event') event = value;
-          else if (field === 'data') data.push(value);
-        }
-      }
-    }
-  } finally {
-    // Reached on abort, on an error event, or when the consumer stops early: closing
-    // the body closes the connection, which is what cancels generation upstream.
-    reader.cancel().catch(() => {});
-  }
+// Coalesces bursts of changes (tokens, level meter) into one render per frame. Hidden tabs
+// get no animation frames, so they fall back to a timer.
+let renderQueued = false;
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  const run = () => { renderQueued = false; render(); };
+  if (document.hidden) setTimeout(run, 100);
+  else requestAnimationFrame(run);
 }
 
-class HttpError extends Error {}
-
-// Turns a non-2xx response into a readable message. The API answers {"error", "error_type"};
-// anything else (a proxy's HTML page) still gives at least the status.
-async function httpError(response) {
-  let detail = '';
-  try {
-    const body = await response.clone().json();
-    detail = body.error || '';
-  } catch {
-    detail = (await response.text().catch(() => '')).trim().slice(0, 200);
-  }
-  if (detail.startsWith('<')) detail = '';  // a proxy's HTML error page says nothing more
-  if (response.status === 401) {
-    // The session ended (or never was): the sign-in form shows; the draft stays where it is.
-    state.session = null;
-    return new HttpError('Tu sesión ha terminado: inicia sesión y vuelve a intentarlo.');
-  }
-  return new HttpError(`Error ${response.status}${detail ? `: ${detail}` : ''}`);
+function notify(text, error = false, link = null) {
+  state.notice = text ? { text, error, link } : null;
+  render();
 }
 
+// An error, in the user's words, with the server's own message when it gave one.
 function describe(err) {
-  if (err instanceof HttpError) return err.message;
-  if (err instanceof TypeError) {  // what fetch throws when the network fails
-    return 'No se pudo conectar con el servidor. Comprueba la conexión y vuelve a intentarlo.';
+  if (err instanceof HttpError) {
+    const server = err.message;
+    if (err.status === 401) return t('errSession');
+    if (err.type === 'cut') return t('errCut');
+    if (err.status === 429) {
+      return [t('errBusy'), server, err.retryAfter ? t('errRetryAfter', { seconds: err.retryAfter }) : '']
+        .filter(Boolean).join(' ');
+    }
+    if (err.status === 503) return [t('errUnavailable'), server].filter(Boolean).join(' ');
+    if (err.status === 413) return server || t('errTooLarge');
+    if (err.status === 0) return server || t('errCut');
+    return `${t('errStatus', { status: err.status })}${server ? `: ${server}` : ''}`;
   }
+  if (err instanceof TypeError) return t('errNetwork');  // what fetch throws when the network fails
   return err.message || String(err);
 }
 
-// ---------------------------------------------------------------- chat
+// ------------------------------------------------------------------ session and readiness
 
-function addMessage(fields) {
-  const message = { id: nextId++, text: '', info: '', error: '', streaming: false, ...fields };
-  state.messages.push(message);
-  return message;
+whenUnauthorized(() => {
+  state.session = null;
+  scheduleRender();
+});
+
+async function checkSession() {
+  try {
+    state.session = await api('/api/auth/me');
+  } catch (err) {
+    // 401: the sign-in form (set by whenUnauthorized). Unreachable server: the chat stays
+    // visible and its requests say what is wrong.
+    if (!(err instanceof HttpError && err.status === 401)) state.session = { auth: 'unknown' };
+  }
+  render();
+  if (state.session) await loadEverything();
 }
 
-async function send() {
-  const text = state.draft.text.trim();
-  if (!text || state.chat || state.transcribing) return;
+async function loadEverything() {
+  await Promise.all([loadModels(), loadConversations(), openCurrent(conversations.idFromHash())]);
+}
 
-  const { image } = state.draft;
-  const form = new FormData();
-  form.append('message', text);
-  if (image) form.append('image', image, image.name || 'imagen');
-
-  addMessage({ role: 'user', text, imageUrl: image ? URL.createObjectURL(image) : null });
-  const reply = addMessage({ role: 'assistant', streaming: true });
-  // The composer is cleared now, and refilled if the request fails, so nothing typed is lost.
-  const sent = { text: state.draft.text, image };
-  setDraft('', null);
-  state.notice = null;
-  const controller = new AbortController();
-  state.chat = controller;
+async function signIn() {
+  state.signIn = { busy: true, error: '' };
   render();
-
   try {
-    const response = await fetch('/api/chat/stream', {
-      method: 'POST',
-      body: form,
-      headers: { Accept: 'text/event-stream' },
-      signal: controller.signal,
+    state.session = await api('/api/auth/login', {
+      method: 'POST', body: { username: ui['username-input'].value, password: ui['password-input'].value },
     });
-    if (!response.ok) throw await httpError(response);
-    let finished = false;
-    for await (const { event, data } of readEvents(response.body)) {
-      const payload = parseJson(data);
-      if (event === 'meta') {
-        reply.info = payload.model ? `Modelo: ${payload.model}` : '';
-      } else if (event === 'delta') {
-        reply.text += payload.content ?? '';
-      } else if (event === 'done') {
-        finished = true;
-        reply.info = describeDone(reply.info, payload);
-      } else if (event === 'error') {
-        throw new HttpError(payload.error || 'Error del servidor');
-      }
-      render();
-    }
-    // The server always ends with done or error; a stream that just stops was cut.
-    if (!finished) throw new Error('La conexión se cortó antes de terminar la respuesta.');
+    ui['password-input'].value = '';
+    state.signIn = { busy: false, error: '' };
   } catch (err) {
-    if (err.name === 'AbortError') {
-      reply.info = [reply.info, 'Detenido.'].filter(Boolean).join(' · ');
-    } else {
-      reply.error = describe(err);
-      restoreDraft(sent);
+    state.session = null;  // a 401 here means wrong credentials, not an expired session
+    state.signIn = { busy: false, error: err.status === 401 ? t('wrongCredentials') : describe(err) };
+  }
+  render();
+  if (state.session) {
+    ui['message-input'].focus();
+    await loadEverything();
+  }
+}
+
+async function signOut() {
+  await api('/api/auth/logout', { method: 'POST' }).catch(() => {});
+  Object.assign(state, { session: null, conversations: [], messages: [], currentId: null });
+  conversations.showInHash(null);
+  render();
+}
+
+async function checkReady() {
+  let body = null;
+  try {
+    const response = await fetch('/readyz', { cache: 'no-store' });
+    body = await response.json().catch(() => null);
+    state.ready = response.ok ? { ok: true, text: t('ready') } : { ok: false, text: t('notReady', { detail: summarize(body) }) };
+  } catch {
+    state.ready = { ok: false, text: t('offline') };
+  }
+  render();
+  // Models take a while to load at start; keep checking until they are up.
+  if (!state.ready.ok) setTimeout(checkReady, 5000);
+  else if (state.modelsError && state.session) loadModels();
+}
+
+// /readyz's body is {"status", "dependencies": {"asr": STATE, "chat": STATE}}.
+function summarize(body) {
+  const deps = body?.dependencies;
+  if (!deps || typeof deps !== 'object') return '';
+  const pairs = Object.entries(deps).filter(([, v]) => typeof v === 'string').map(([k, v]) => `${k}: ${v}`);
+  return pairs.length ? ` — ${pairs.join(', ')}` : '';
+}
+
+// ------------------------------------------------------------------ models
+
+async function loadModels() {
+  try {
+    const { data } = await api('/v1/models');
+    state.models = data.filter((model) => model.task !== 'transcription');
+    state.modelsError = '';
+  } catch (err) {
+    state.models = null;
+    state.modelsError = describe(err);
+  }
+  render();
+}
+
+function chooseModel(id) {
+  state.prefs.model = id;
+  savePrefs();
+  const refusal = state.draft.image && imageRefusal();
+  if (refusal) notify(refusal, true);
+  else render();
+}
+
+// ------------------------------------------------------------------ conversations
+
+async function loadConversations({ more = false } = {}) {
+  try {
+    const page = await conversations.listConversations(more ? state.nextOffset : 0);
+    state.conversations = more ? [...state.conversations, ...page.conversations] : page.conversations;
+    state.nextOffset = page.next_offset;
+    state.conversationsError = '';
+  } catch (err) {
+    state.conversationsError = describe(err);
+  }
+  render();
+}
+
+// Shows conversation `id` (null: a new, empty one). Called on load and on back/forward.
+async function openCurrent(id) {
+  if (state.chat) return;
+  state.currentId = id;
+  state.messages = [];
+  state.editing = false;
+  if (!id) {
+    render();
+    return;
+  }
+  state.loadingConversation = true;
+  render();
+  try {
+    const conversation = await conversations.loadConversation(id);
+    if (state.currentId !== id) return;  // another one was opened meanwhile
+    state.messages = conversation.messages.map((m) => newMessage(conversations.fromStored(m)));
+    if (conversation.model && state.models?.some((m) => m.id === conversation.model)) {
+      state.prefs.model = conversation.model;
     }
+  } catch (err) {
+    if (state.currentId !== id) return;
+    state.currentId = null;
+    conversations.showInHash(null);
+    notify(err.status === 404 ? t('conversationGone') : describe(err), true);
   } finally {
-    reply.streaming = false;
-    state.chat = null;
+    if (state.currentId === id || state.currentId === null) state.loadingConversation = false;
     render();
   }
 }
 
-function parseJson(data) {
-  try {
-    return JSON.parse(data) ?? {};
-  } catch {
-    return {};
+function openConversation(id) {
+  if (state.chat) return;
+  state.sidebarOpen = false;
+  conversations.showInHash(id);
+  openCurrent(id);
+  ui['message-input'].focus();
+}
+
+function newChat() {
+  if (state.chat) return;
+  state.sidebarOpen = false;
+  conversations.showInHash(null);
+  openCurrent(null);
+  ui['message-input'].focus();
+}
+
+function startRename(id) {
+  state.renaming = id;
+  render();
+}
+
+function cancelRename() {
+  if (!state.renaming) return;
+  state.renaming = null;
+  render();
+}
+
+async function renameConversation(id, title) {
+  title = title.trim();
+  state.renaming = null;
+  const item = state.conversations.find((c) => c.id === id);
+  if (!title || !item || title === item.title) {
+    render();
+    return;
   }
+  const before = item.title;
+  item.title = title;  // shown at once; put back if the server refuses
+  render();
+  try {
+    Object.assign(item, await conversations.renameConversation(id, title));
+  } catch (err) {
+    item.title = before;
+    state.conversationsError = describe(err);
+  }
+  render();
+  ui['conversation-list'].querySelector(`[data-id="${CSS.escape(id)}"] .conversation-open`)?.focus();
 }
 
-function describeDone(info, { done_reason: reason, usage } = {}) {
-  const parts = [info];
-  const tokens = usage && (usage.completion_tokens ?? usage.output_tokens);
-  if (Number.isFinite(tokens)) parts.push(`${tokens} tokens`);
-  if (reason === 'length') parts.push('respuesta cortada por el límite de tokens');
-  return parts.filter(Boolean).join(' · ');
+async function deleteConversation(id) {
+  const item = state.conversations.find((c) => c.id === id);
+  if (!item || !confirm(t('confirmDelete', { title: item.title || t('untitled') }))) return;
+  try {
+    await conversations.deleteConversation(id);
+    state.conversations = state.conversations.filter((c) => c.id !== id);
+    state.conversationsError = '';
+    if (state.currentId === id) newChat();
+  } catch (err) {
+    state.conversationsError = describe(err);
+  }
+  render();
 }
 
-// Only refill an empty composer: the user may already have typed something new.
-function restoreDraft({ text, image }) {
-  if (state.draft.text.trim() || state.draft.image) return;
-  setDraft(text, image);
-}
+// ------------------------------------------------------------------ chat
 
 function setDraft(text, image) {
   if (image !== state.draft.image) {
@@ -205,312 +267,236 @@ function setDraft(text, image) {
   state.draft.image = image;
 }
 
-// ---------------------------------------------------------------- session
-
-async function checkSession() {
-  try {
-    const response = await fetch('/api/auth/me', { cache: 'no-store' });
-    if (response.status === 401) state.session = null;
-    else if (response.ok) state.session = await response.json();
-  } catch {
-    // Unreachable server: the chat stays visible and its requests say what is wrong.
-  }
-  render();
+function send() {
+  const text = state.draft.text.trim();
+  if (!text || state.chat || state.voice.phase !== 'idle' || state.loadingConversation) return;
+  const turn = { text, image: state.draft.image };
+  setDraft('', null);
+  state.editing = false;
+  state.notice = null;
+  runTurn(turn);
 }
 
-async function signIn() {
-  state.signIn = { busy: true, error: '' };
+// One exchange: the user's message and the streamed answer. On failure the answer shows the
+// error with a Retry button, and the composer gets the turn back if it is empty, so
+// nothing typed or attached is lost.
+async function runTurn(turn) {
+  const user = newMessage({ role: 'user', text: turn.text, images: turn.image ? [URL.createObjectURL(turn.image)] : [] });
+  user.sent = turn;  // what regenerate and edit resend (the image as a Blob, not a URL)
+  const reply = newMessage({ role: 'assistant', streaming: true, status: 'streaming' });
+  state.messages.push(user, reply);
+  const controller = new AbortController();
+  state.chat = { controller, phase: 'waiting' };
   render();
   try {
-    const response = await fetch('/api/auth/login', {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ username: ui['username-input'].value, password: ui['password-input'].value }),
-    });
-    if (response.ok) {
-      state.session = await response.json();
-      ui['password-input'].value = '';
-      state.signIn = { busy: false, error: '' };
-    } else {
-      const body = await response.json().catch(() => ({}));
-      state.signIn = { busy: false, error: response.status === 401
-        ? 'Usuario o contraseña incorrectos.' : (body.error || `Error ${response.status}`) };
+    if (!state.currentId) await startConversation();
+    const events = streamChat({ ...turn, conversationId: state.currentId, model: selectedModel()?.id,
+      signal: controller.signal });
+    for await (const event of events) {
+      state.chat.phase = 'streaming';
+      if (event.type === 'meta') {
+        reply.model = event.model ?? '';
+        reply.id = event.message_id ?? null;
+      } else if (event.type === 'delta') {
+        reply.text += event.content ?? '';
+      } else if (event.type === 'done') {
+        reply.status = 'complete';
+        reply.tokens = event.usage?.completion_tokens ?? null;
+        reply.doneReason = event.done_reason;
+      }
+      scheduleRender();
     }
   } catch (err) {
-    state.signIn = { busy: false, error: describe(err) };
-  }
-  render();
-  if (state.session) ui['message-input'].focus();
-}
-
-async function signOut() {
-  await fetch('/api/auth/logout', { method: 'POST' }).catch(() => {});
-  state.session = null;
-  render();
-}
-
-// ---------------------------------------------------------------- voice
-
-async function toggleRecording() {
-  if (state.recording) {
-    state.recording.recorder.stop();  // onstop does the rest
-    return;
-  }
-  // A second click while the browser asks for the microphone would otherwise
-  // start a second recorder whose stream and timer nobody stops.
-  if (state.openingMicrophone) return;
-  if (!navigator.mediaDevices?.getUserMedia || !window.MediaRecorder) {
-    // Browsers hide mediaDevices on plain HTTP unless the host is localhost.
-    if (window.isSecureContext) {
-      showNotice('Este navegador no permite grabar audio.', true);
+    if (err.name === 'AbortError') {
+      reply.status = 'stopped';  // the gateway keeps what was generated, as incomplete
     } else {
-      const secure = `https://${location.hostname}:${HTTPS_PORT}${location.pathname}`;
-      state.notice = {
-        text: 'El micrófono solo funciona en una conexión segura. Abre esta dirección (la primera vez, acepta el certificado autofirmado): ',
-        link: secure,
-        error: true,
-      };
-      render();
+      reply.status = 'failed';
+      reply.error = describe(err);
+      reply.retry = turn;
+      if (!state.draft.text.trim() && !state.draft.image) setDraft(turn.text, turn.image);
     }
-    return;
-  }
-
-  let stream;
-  state.openingMicrophone = true;
-  try {
-    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
-  } catch (err) {
-    showNotice(err.name === 'NotAllowedError'
-      ? 'No hay permiso para usar el micrófono. Permítelo en la configuración del navegador.'
-      : err.name === 'NotFoundError'
-        ? 'No se encontró ningún micrófono.'
-        : `No se pudo abrir el micrófono: ${err.message}`, true);
-    return;
   } finally {
-    state.openingMicrophone = false;
+    reply.streaming = false;
+    state.chat = null;
+    render();
   }
+  loadConversations();  // the title and the order (newest activity first) changed
+}
 
-  const format = AUDIO_FORMATS.find(([type]) => MediaRecorder.isTypeSupported(type));
-  const recorder = new MediaRecorder(stream, format ? { mimeType: format[0] } : {});
-  const chunks = [];
-  recorder.addEventListener('dataavailable', (e) => { if (e.data.size) chunks.push(e.data); });
-  recorder.addEventListener('stop', () => {
-    stream.getTracks().forEach((track) => track.stop());  // turns the mic indicator off
-    clearInterval(state.recording.timer);
-    state.recording = null;
-    // Without parameters ("audio/webm", not "audio/webm;codecs=opus"): plain types are what
-    // an upload check compares against.
-    const type = (recorder.mimeType || format?.[0] || 'audio/webm').split(';')[0];
-    transcribe(new Blob(chunks, { type }), extensionOf(type));
-  });
+async function startConversation() {
+  const conversation = await conversations.createConversation(selectedModel()?.id);
+  state.currentId = conversation.id;
+  conversations.showInHash(conversation.id);
+  state.conversations = [conversation, ...state.conversations.filter((c) => c.id !== conversation.id)];
+}
 
-  recorder.start();
-  state.elapsed = 0;
-  state.recording = {
-    recorder,
-    startedAt: Date.now(),
-    timer: setInterval(() => {
-      state.elapsed = Math.floor((Date.now() - state.recording.startedAt) / 1000);
-      render();
-    }, 250),
-  };
+function retry(reply) {
+  const index = state.messages.indexOf(reply);
+  if (state.chat || index < 0) return;
+  // The failed pair goes; the same turn runs again. The composer drops its copy of it.
+  const user = state.messages[index - 1];
+  state.messages.splice(user?.role === 'user' ? index - 1 : index, user?.role === 'user' ? 2 : 1);
+  const turn = reply.retry;
+  if (state.draft.text.trim() === turn.text && state.draft.image === turn.image) setDraft('', null);
+  state.notice = null;
+  runTurn(turn);
+}
+
+// The gateway has no way to replace a stored turn: regenerate asks the same question again
+// as a new turn of the conversation (the earlier answer stays in its history).
+async function regenerate() {
+  const user = state.messages.findLast((m) => m.role === 'user');
+  if (!user || state.chat) return;
+  try {
+    runTurn(user.sent ?? { text: user.text, image: await storedImage(user) });
+  } catch (err) {
+    notify(describe(err), true);
+  }
+}
+
+async function storedImage(message) {
+  if (!message.images.length) return null;
+  const response = await fetch(message.images[0]);
+  if (!response.ok) throw new HttpError(response.status, '');
+  const blob = await response.blob();
+  return new File([blob], 'imagen', { type: blob.type });
+}
+
+async function editLast(message) {
+  if (state.chat) return;
+  let image = message.sent?.image ?? null;
+  if (!image && message.images.length) image = await storedImage(message).catch(() => null);
+  setDraft(message.text, image);
+  state.editing = true;
+  notify(t('editing'));
+  ui['message-input'].focus();
+}
+
+function stop() {
+  state.chat?.controller.abort();
+}
+
+// ------------------------------------------------------------------ images
+
+async function attachImage(file) {
+  if (!file) return;
+  const refusal = imageRefusal();
+  if (refusal) {
+    notify(refusal, true);
+    return;
+  }
+  if (state.draft.image) {
+    notify(t('oneImageOnly', { count: selectedModel()?.max_images_per_message || 1 }), true);
+    return;
+  }
+  try {
+    setDraft(state.draft.text, await prepareImage(file));
+    state.notice = null;
+  } catch (err) {
+    state.notice = { text: err instanceof ImageError ? err.message : describe(err), error: true };
+  }
+  render();
+}
+
+// ------------------------------------------------------------------ voice
+
+let dictation = null;
+let timer = null;
+let pressedAt = 0;
+let pressStartedRecording = false;
+
+function pressStart() {
+  pressedAt = Date.now();
+  pressStartedRecording = false;
+  if (state.voice.phase === 'recording' || state.voice.phase === 'opening') {
+    finishRecording();  // the second tap of tap-to-toggle
+  } else if (state.voice.phase === 'idle') {
+    pressStartedRecording = true;
+    startRecording();
+  }
+}
+
+function pressEnd() {
+  if (!pressStartedRecording) return;
+  pressStartedRecording = false;
+  // Held: push-to-talk, so releasing stops. Tapped: keep recording until the next tap.
+  if (Date.now() - pressedAt >= HOLD_MS) finishRecording();
+}
+
+async function startRecording() {
+  try {
+    checkMicrophoneAvailable(HTTPS_PORT);
+  } catch (err) {
+    notify(err.message, true, err.link);
+    return;
+  }
+  state.voice = { ...state.voice, phase: 'opening', elapsed: 0, level: 0, live: '', stopWanted: false };
   state.notice = null;
   render();
-}
-
-function extensionOf(type) {
-  const known = AUDIO_FORMATS.find(([candidate]) => candidate.split(';')[0] === type);
-  return known ? known[1] : (type.split('/')[1] || 'bin');
-}
-
-async function transcribe(clip, extension) {
-  if (!clip.size) {
-    showNotice('La grabación está vacía.', true);
+  let stream;
+  try {
+    stream = await openMicrophone();
+  } catch (err) {
+    state.voice.phase = 'idle';
+    notify(err instanceof VoiceError ? err.message : describe(err), true);
     return;
   }
-  state.transcribing = true;
-  showNotice('Transcribiendo…');
+  if (state.voice.stopWanted) {  // released before the microphone opened
+    stream.getTracks().forEach((track) => track.stop());
+    state.voice.phase = 'idle';
+    render();
+    return;
+  }
+  dictation = new Dictation(stream, {
+    language: state.prefs.asrLanguage,
+    onLevel: (level) => { state.voice.level = level; scheduleRender(); },
+    onLive: (text) => { state.voice.live = text; scheduleRender(); },
+  });
+  dictation.start();
+  state.voice.phase = 'recording';
+  state.voice.startedAt = Date.now();
+  timer = setInterval(() => {
+    state.voice.elapsed = Math.floor((Date.now() - state.voice.startedAt) / 1000);
+    render();
+  }, 250);
+  render();
+}
+
+async function finishRecording() {
+  if (state.voice.phase === 'opening') {
+    state.voice.stopWanted = true;
+    return;
+  }
+  if (state.voice.phase !== 'recording') return;
+  clearInterval(timer);
+  state.voice.phase = 'transcribing';
+  notify(t('transcribing'));
+  let text = '';
   try {
-    const form = new FormData();
-    form.append('audio', clip, `grabacion.${extension}`);
-    const response = await fetch('/api/transcribe', { method: 'POST', body: form });
-    if (!response.ok) throw await httpError(response);
-    const text = String((await response.json()).transcription ?? '').trim();
-    // Added to what is already typed, never sent by itself: the user checks it first.
+    text = await dictation.finish();
+    // Added to what is already typed, editable: the user checks it before it is sent
+    // (unless they chose auto-send).
     const typed = state.draft.text.trimEnd();
     state.draft.text = typed && text ? `${typed} ${text}` : typed || text;
-    state.notice = text ? null : { text: 'No se reconoció ninguna palabra.', error: false };
+    state.notice = text ? null : { text: t('nothingHeard'), error: false };
   } catch (err) {
-    state.notice = { text: `No se pudo transcribir. ${describe(err)}`, error: true };
+    state.notice = { text: t('transcribeFailed', { error: err instanceof VoiceError ? err.message : describe(err) }), error: true };
   } finally {
-    state.transcribing = false;
+    dictation = null;
+    state.voice = { ...state.voice, phase: 'idle', level: 0, live: '' };
     render();
     ui['message-input'].focus();
   }
+  if (text && state.prefs.autoSend) send();
 }
 
-// ---------------------------------------------------------------- readiness
-
-async function checkReady() {
-  try {
-    const response = await fetch('/readyz', { cache: 'no-store' });
-    const body = await response.json().catch(() => null);
-    state.ready = response.ok
-      ? { ok: true, text: 'Servicios listos' }
-      : { ok: false, text: `Servicios no listos${summarize(body)} (se reintenta…)` };
-  } catch {
-    state.ready = { ok: false, text: 'Sin conexión con el servidor (se reintenta…)' };
-  }
-  render();
-  // Models take a while to load at start; keep checking until they are up.
-  if (!state.ready.ok) setTimeout(checkReady, 5000);
+// Space is push-to-talk unless it has a job where the focus is (typing, pressing a button).
+function spaceIsForTalking(target) {
+  if (target === ui['record-button']) return true;
+  return !target.closest('input, textarea, select, button, a, summary, [contenteditable]');
 }
 
-// The /readyz body lists each dependency's state; its exact shape is the gateway's, so this
-// only picks out "name: state" pairs it can recognise.
-function summarize(body) {
-  if (!body || typeof body !== 'object') return '';
-  const deps = body.dependencies ?? body.checks ?? body;
-  const pairs = Object.entries(deps)
-    .filter(([name]) => name !== 'status')
-    .map(([name, value]) => [name, typeof value === 'string' ? value : value?.status ?? value?.state])
-    .filter(([, value]) => typeof value === 'string')
-    .map(([name, value]) => `${name}: ${value}`);
-  return pairs.length ? ` — ${pairs.join(', ')}` : '';
-}
-
-// ---------------------------------------------------------------- rendering
-
-function showNotice(text, error = false) {
-  state.notice = { text, error };
-  render();
-}
-
-// Message elements are created once and then only updated, so a delta costs one text write.
-const nodes = new Map();
-
-// Writes only on change: a rewrite of the same text in a live region can be announced again.
-function setText(node, text) {
-  if (node.textContent !== text) node.textContent = text;
-}
-
-function messageNode(message) {
-  const root = document.createElement('article');
-  root.className = `message ${message.role}`;
-  const who = document.createElement('h2');
-  who.className = 'who';
-  who.textContent = message.role === 'user' ? 'Tú' : 'Asistente';
-  root.append(who);
-  if (message.imageUrl) {
-    const img = document.createElement('img');
-    img.className = 'thumb';
-    img.src = message.imageUrl;
-    img.alt = 'Imagen enviada';
-    root.append(img);
-  }
-  const text = document.createElement('p');
-  text.className = 'text';
-  const info = document.createElement('p');
-  info.className = 'info';
-  root.append(text, info);
-  return { root, text, info, error: null };
-}
-
-function renderMessages() {
-  const list = ui.messages;
-  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
-  for (const message of state.messages) {
-    let node = nodes.get(message.id);
-    if (!node) {
-      node = messageNode(message);
-      nodes.set(message.id, node);
-      list.append(node.root);
-    }
-    setText(node.text, message.text);
-    node.text.hidden = !message.text;
-    setText(node.info, message.info);
-    node.info.hidden = !message.info;
-    // The error element exists only while there is an error, so `.error` always means one.
-    if (message.error && !node.error) {
-      node.error = document.createElement('p');
-      node.error.className = 'error';
-      node.error.setAttribute('role', 'alert');
-      node.root.append(node.error);
-    }
-    if (node.error) setText(node.error, message.error);
-    node.root.classList.toggle('streaming', message.streaming);
-    node.root.setAttribute('aria-busy', String(message.streaming));
-  }
-  ui['empty-hint'].hidden = state.messages.length > 0;
-  if (atBottom) list.scrollTop = list.scrollHeight;  // follow the answer unless scrolled up
-}
-
-let renderedNotice = null;
-
-function renderSession() {
-  const signedOut = state.session === null;
-  ui['sign-in-form'].hidden = !signedOut;
-  ui.chat.hidden = signedOut;
-  ui['sign-in-button'].disabled = state.signIn.busy;
-  ui['sign-in-error'].hidden = !state.signIn.error;
-  setText(ui['sign-in-error'], state.signIn.error);
-  // Nothing to sign out of in single-user mode (auth "off").
-  ui.account.hidden = !state.session || state.session.auth !== 'on';
-  setText(ui['account-name'], state.session?.username ?? '');
-}
-
-function render() {
-  renderSession();
-  renderMessages();
-
-  const input = ui['message-input'];
-  if (input.value !== state.draft.text) input.value = state.draft.text;  // keeps the caret otherwise
-
-  ui['image-preview-box'].hidden = !state.draft.imageUrl;
-  if (state.draft.imageUrl) {
-    if (ui['image-preview'].getAttribute('src') !== state.draft.imageUrl) {
-      ui['image-preview'].src = state.draft.imageUrl;
-    }
-  } else {
-    ui['image-preview'].removeAttribute('src');
-  }
-
-  const recording = Boolean(state.recording);
-  const record = ui['record-button'];
-  setText(record, recording ? 'Parar grabación' : 'Grabar voz');
-  record.classList.toggle('recording', recording);
-  record.disabled = state.transcribing;
-  ui['record-timer'].hidden = !recording;
-  const seconds = state.elapsed;
-  setText(ui['record-timer'],
-    `${String(Math.floor(seconds / 60)).padStart(2, '0')}:${String(seconds % 60).padStart(2, '0')}`);
-
-  const busy = Boolean(state.chat);
-  ui['send-button'].disabled = busy || state.transcribing || !state.draft.text.trim();
-  ui['stop-button'].disabled = !busy;
-
-  if (renderedNotice !== state.notice) {  // rebuilt only when it changes (it may hold a link)
-    renderedNotice = state.notice;
-    const notice = ui.notice;
-    notice.hidden = !state.notice;
-    notice.textContent = state.notice?.text ?? '';
-    if (state.notice?.link) {
-      const a = document.createElement('a');
-      a.href = a.textContent = state.notice.link;
-      notice.append(a);
-    }
-    notice.classList.toggle('error', Boolean(state.notice?.error));
-    notice.setAttribute('role', state.notice?.error ? 'alert' : 'status');
-  }
-
-  if (state.ready) {
-    setText(ui.status, state.ready.text);
-    ui.status.classList.toggle('ok', state.ready.ok);
-    ui.status.classList.toggle('bad', !state.ready.ok);
-  }
-}
-
-// ---------------------------------------------------------------- events
+// ------------------------------------------------------------------ events
 
 ui.composer.addEventListener('submit', (e) => {
   e.preventDefault();
@@ -527,36 +513,136 @@ ui['message-input'].addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
     e.preventDefault();
     send();
+  } else if (e.key === 'Escape' && state.chat) {
+    stop();
   }
 });
 
+ui['message-input'].addEventListener('paste', (e) => {
+  const file = [...(e.clipboardData?.files ?? [])].find((f) => f.type.startsWith('image/'));
+  if (file) {
+    e.preventDefault();
+    attachImage(file);
+  }
+});
+
+ui['image-button'].addEventListener('click', () => ui['image-input'].click());
 ui['image-input'].addEventListener('change', (e) => {
   const [file] = e.target.files;
   e.target.value = '';  // so picking the same file again still fires change
-  if (!file) return;
-  if (!file.type.startsWith('image/')) {
-    showNotice('El archivo elegido no es una imagen.', true);
-    return;
-  }
-  setDraft(state.draft.text, file);
-  state.notice = null;
-  render();
+  attachImage(file);
 });
 
 ui['remove-image-button'].addEventListener('click', () => {
   setDraft(state.draft.text, null);
+  state.notice = null;
   render();
   ui['message-input'].focus();  // the button that had focus is now hidden
 });
+
+// Drag and drop anywhere on the page; the browser must never navigate to a dropped file.
+const carriesFiles = (e) => [...(e.dataTransfer?.types ?? [])].includes('Files');
+window.addEventListener('dragover', (e) => {
+  if (!carriesFiles(e)) return;
+  e.preventDefault();
+  if (!state.dragging) { state.dragging = true; render(); }
+});
+window.addEventListener('dragleave', (e) => {
+  if (e.relatedTarget === null && state.dragging) { state.dragging = false; render(); }
+});
+window.addEventListener('drop', (e) => {
+  if (!carriesFiles(e)) return;
+  e.preventDefault();
+  state.dragging = false;
+  render();
+  attachImage([...e.dataTransfer.files].find((f) => f.type.startsWith('image/')) ?? e.dataTransfer.files[0]);
+});
+
+ui['stop-button'].addEventListener('click', stop);
+
+// Record button: pointer presses distinguish hold from tap; keyboard activation (a click
+// with detail 0, from Enter or Space on the focused button) toggles.
+const record = ui['record-button'];
+record.addEventListener('pointerdown', (e) => {
+  if (e.button !== 0) return;
+  record.setPointerCapture?.(e.pointerId);  // a finger sliding off still releases here
+  pressStart();
+});
+record.addEventListener('pointerup', pressEnd);
+record.addEventListener('pointercancel', pressEnd);
+record.addEventListener('click', (e) => {
+  if (e.detail !== 0) return;  // pointer clicks were handled by pointerdown/up
+  if (state.voice.phase === 'idle') startRecording();
+  else finishRecording();
+});
+
+window.addEventListener('keydown', (e) => {
+  if (e.code !== 'Space' || e.repeat || !spaceIsForTalking(e.target) || state.session === null) return;
+  e.preventDefault();  // no page scroll, no click on the focused record button
+  pressStart();
+});
+window.addEventListener('keyup', (e) => {
+  if (e.code !== 'Space' || !spaceIsForTalking(e.target)) return;
+  e.preventDefault();
+  pressEnd();
+});
+
+ui['asr-language'].addEventListener('change', (e) => {
+  state.prefs.asrLanguage = e.target.value;
+  savePrefs();
+});
+ui['auto-send'].addEventListener('change', (e) => {
+  state.prefs.autoSend = e.target.checked;
+  savePrefs();
+});
+
+ui['model-select'].addEventListener('change', (e) => chooseModel(e.target.value));
 
 ui['sign-in-form'].addEventListener('submit', (e) => {
   e.preventDefault();
   signIn();
 });
 ui['sign-out-button'].addEventListener('click', signOut);
-ui['record-button'].addEventListener('click', toggleRecording);
-ui['stop-button'].addEventListener('click', () => state.chat?.abort());
 
+ui['new-chat-button'].addEventListener('click', newChat);
+ui['load-more-button'].addEventListener('click', () => loadConversations({ more: true }));
+ui['sidebar-toggle'].addEventListener('click', () => {
+  state.sidebarOpen = !state.sidebarOpen;
+  render();
+  if (state.sidebarOpen) ui['new-chat-button'].focus();
+});
+ui['sidebar-backdrop'].addEventListener('click', () => {
+  state.sidebarOpen = false;
+  render();
+});
+window.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape' && state.sidebarOpen) {
+    state.sidebarOpen = false;
+    render();
+    ui['sidebar-toggle'].focus();
+  }
+});
+
+ui['theme-button'].addEventListener('click', () => {
+  state.prefs.theme = document.documentElement.dataset.theme === 'dark' ? 'light' : 'dark';
+  savePrefs();
+  render();
+});
+matchMedia('(prefers-color-scheme: dark)').addEventListener('change', render);
+
+ui['ui-language'].addEventListener('change', (e) => {
+  setLanguage(e.target.value);
+  if (state.ready) state.ready.text = state.ready.ok ? t('ready') : state.ready.text;
+  render();
+});
+
+// Back/forward (and a hand-edited hash) switch conversations.
+window.addEventListener('popstate', () => openCurrent(conversations.idFromHash()));
+
+initRender(ui, {
+  openConversation, startRename, cancelRename, renameConversation, deleteConversation,
+  retry, regenerate, editLast, copy: copyText,
+});
 render();
-checkSession();
 checkReady();
+checkSession();

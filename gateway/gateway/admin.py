@@ -92,6 +92,7 @@ async def _bootstrap(db, file: Path) -> int:
     await store.create_user(db, "admin", password, is_admin=True)
     file.parent.mkdir(parents=True, exist_ok=True)
     file.touch(mode=0o600)
+    file.chmod(0o600)  # also when an old file was there: only its owner may read the password
     file.write_text(f"username: admin\npassword: {password}\n")
     print(f"first start: created the user 'admin'; its password is in {file}")
     return 0

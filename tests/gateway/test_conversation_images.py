@@ -86,3 +86,21 @@ def test_an_image_url_that_is_not_a_digest_is_404(vision_gateway):
     client, _ = vision_gateway
     for name in ("not-a-digest", "..%2F..%2Fetc%2Fpasswd", "0" * 64):
         assert client.get(f"/api/images/{name}").status_code == 404
+
+
+def test_the_openai_sdk_sends_an_image_as_a_data_url_and_gets_an_answer(vision_gateway):
+    import base64
+
+    from openai import OpenAI
+
+    client, _ = vision_gateway
+    sdk = OpenAI(base_url=f"{client.base_url}v1", api_key="single-user-mode", max_retries=0, timeout=120)
+    data_url = "data:image/png;base64," + base64.b64encode(picture((10, 180, 10))).decode()
+    answer = sdk.chat.completions.create(model=sdk.models.list().data[0].id, max_tokens=3, messages=[
+        {"role": "user", "content": [{"type": "text", "text": "¿Qué color ves?"},
+                                     {"type": "image_url", "image_url": {"url": data_url}}]}])
+    assert answer.choices[0].message.role == "assistant"
+    # Image tokens make the prompt far longer than the question alone.
+    alone = sdk.chat.completions.create(model=answer.model, max_tokens=3,
+                                        messages=[{"role": "user", "content": "¿Qué color ves?"}])
+    assert answer.usage.prompt_tokens > alone.usage.prompt_tokens + 30
