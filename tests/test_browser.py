@@ -286,9 +286,18 @@ def test_a_chat_becomes_a_conversation_that_survives_a_reload_and_can_be_renamed
     assert current_conversation(driver) == conversation_id
     driver.save_screenshot(str(shots / "conversation-after-reload.png"))
 
+    # Edit and resend: the edited message and a new answer replace the old exchange, stored too.
     messages(driver, "user")[0].find_element(By.CSS_SELECTOR, ".edit-button").click()
-    assert by_id(driver, "message-input").get_attribute("value") == "Hola, me llamo Lucía"
-    by_id(driver, "message-input").clear()
+    box = by_id(driver, "message-input")
+    assert box.get_attribute("value") == "Hola, me llamo Lucía"
+    box.clear()
+    box.send_keys("Hola, me llamo Marta", Keys.ENTER)
+    wait(driver, 10).until(lambda d: [part(m, ".text") for m in messages(d, "user")] == ["Hola, me llamo Marta"],
+                           "the edited message did not replace the old one")
+    wait_idle(driver)
+    assert len(messages(driver, "assistant")) == 1
+    stored = httpx.get(f"{nginx_url}/api/conversations/{conversation_id}", timeout=10).json()["messages"]
+    assert [(m["role"], m["content"]) for m in stored][0] == ("user", "Hola, me llamo Marta") and len(stored) == 2
 
     # Rename: the pencil turns the title into a field; Enter saves it on the gateway.
     row = f"[data-id='{conversation_id}']"

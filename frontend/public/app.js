@@ -267,14 +267,31 @@ function setDraft(text, image) {
   state.draft.image = image;
 }
 
-function send() {
+async function send() {
   const text = state.draft.text.trim();
   if (!text || state.chat || state.voice.phase !== 'idle' || state.loadingConversation) return;
   const turn = { text, image: state.draft.image };
+  const edited = state.editing;
   setDraft('', null);
   state.editing = false;
   state.notice = null;
+  try {
+    // An edited message replaces itself and what followed it, on the page and in the history.
+    if (edited) await cutFrom(edited);
+  } catch (err) {
+    setDraft(turn.text, turn.image);
+    notify(describe(err), true);
+    return;
+  }
   runTurn(turn);
+}
+
+// Deletes a message and every later one, stored and shown: regenerate and edit-and-resend
+// send a turn again in its place, so the model's history holds only the new version.
+async function cutFrom(message) {
+  if (message.id != null && state.currentId) await conversations.truncateConversation(state.currentId, message.id);
+  const index = state.messages.indexOf(message);
+  if (index >= 0) state.messages.splice(index);
 }
 
 // One exchange: the user's message and the streamed answer. On failure the answer shows the
@@ -297,6 +314,7 @@ async function runTurn(turn) {
       if (event.type === 'meta') {
         reply.model = event.model ?? '';
         reply.id = event.message_id ?? null;
+        user.id = event.user_message_id ?? null;
       } else if (event.type === 'delta') {
         reply.text += event.content ?? '';
       } else if (event.type === 'done') {
@@ -342,13 +360,15 @@ function retry(reply) {
   runTurn(turn);
 }
 
-// The gateway has no way to replace a stored turn: regenerate asks the same question again
-// as a new turn of the conversation (the earlier answer stays in its history).
+// Regenerate: the last exchange is cut off (here and in the stored conversation) and its
+// question asked again, so the model does not see the answer it replaces.
 async function regenerate() {
   const user = state.messages.findLast((m) => m.role === 'user');
   if (!user || state.chat) return;
   try {
-    runTurn(user.sent ?? { text: user.text, image: await storedImage(user) });
+    const turn = user.sent ?? { text: user.text, image: await storedImage(user) };
+    await cutFrom(user);
+    runTurn(turn);
   } catch (err) {
     notify(describe(err), true);
   }
@@ -367,7 +387,7 @@ async function editLast(message) {
   let image = message.sent?.image ?? null;
   if (!image && message.images.length) image = await storedImage(message).catch(() => null);
   setDraft(message.text, image);
-  state.editing = true;
+  state.editing = message;  // send() replaces this message and what followed it
   notify(t('editing'));
   ui['message-input'].focus();
 }

@@ -94,7 +94,8 @@ def test_the_openai_sdk_sends_an_image_as_a_data_url_and_gets_an_answer(vision_g
     from openai import OpenAI
 
     client, _ = vision_gateway
-    sdk = OpenAI(base_url=f"{client.base_url}v1", api_key="single-user-mode", max_retries=0, timeout=120)
+    sdk = OpenAI(base_url=str(client.base_url).rstrip("/") + "/v1", api_key="single-user-mode", max_retries=0,
+                 timeout=120)
     data_url = "data:image/png;base64," + base64.b64encode(picture((10, 180, 10))).decode()
     answer = sdk.chat.completions.create(model=sdk.models.list().data[0].id, max_tokens=3, messages=[
         {"role": "user", "content": [{"type": "text", "text": "¿Qué color ves?"},

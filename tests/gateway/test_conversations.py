@@ -114,7 +114,16 @@ def test_a_chat_turn_is_stored_and_the_history_goes_to_the_model(api):
     followed = api.post("/api/chat", data={"message": "¿Cómo me llamo?", "conversation_id": conversation["id"]})
     assert followed.status_code == 200, followed.text
     assert followed.json()["usage"]["prompt_tokens"] > alone["usage"]["prompt_tokens"] + 10
-    assert len(api.get(f"/api/conversations/{conversation['id']}").json()["messages"]) == 4
+    messages = api.get(f"/api/conversations/{conversation['id']}").json()["messages"]
+    assert [m["id"] for m in messages[2:]] == [followed.json()["user_message_id"], followed.json()["message_id"]]
+
+    # Regenerate / edit-and-resend: the second exchange is cut off, the first stays.
+    other = new_conversation(api)
+    assert api.delete(f"/api/conversations/{other['id']}/messages/{messages[2]['id']}").status_code == 404
+    cut = api.delete(f"/api/conversations/{conversation['id']}/messages/{messages[2]['id']}")
+    assert cut.status_code == 204
+    kept = api.get(f"/api/conversations/{conversation['id']}").json()["messages"]
+    assert [m["id"] for m in kept] == [messages[0]["id"], messages[1]["id"]]
 
 
 def test_a_turn_the_model_refuses_stores_nothing(api):

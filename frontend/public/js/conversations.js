@@ -26,6 +26,12 @@ export function deleteConversation(id) {
   return api(`/api/conversations/${encodeURIComponent(id)}`, { method: 'DELETE' });
 }
 
+// Deletes the message and every later one (regenerate, edit and resend).
+export function truncateConversation(id, messageId) {
+  return api(`/api/conversations/${encodeURIComponent(id)}/messages/${encodeURIComponent(messageId)}`,
+    { method: 'DELETE' });
+}
+
 export function idFromHash() {
   const match = /^#c=([\w-]+)$/.exec(location.hash);
   return match ? match[1] : null;

@@ -32,7 +32,7 @@ export const state = {
   // {key, id, role, text, images: [url], status, model, info, tokens, error, retry, streaming}
   messages: [],
   draft: { text: '', image: null, imageUrl: null },
-  editing: false,         // the draft is the last user message, taken back to edit
+  editing: false,         // false, or the user message taken back into the draft to edit
   chat: null,             // {controller, phase: 'waiting'|'streaming'} while a turn runs
   // phase: idle | opening | recording | transcribing; hold: push-to-talk rather than toggle
   voice: { phase: 'idle', hold: false, startedAt: 0, elapsed: 0, level: 0, live: '' },

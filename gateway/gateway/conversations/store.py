@@ -64,6 +64,24 @@ async def remove(db: AsyncSession, conversation: Conversation) -> list[str]:
     shas = set(await db.scalars(select(MessageImage.image_sha256).join(Message)
                                 .where(Message.conversation_id == conversation.id)))
     await db.execute(delete(Conversation).where(Conversation.id == conversation.id))
+    return await _forget_orphans(db, shas)
+
+
+async def truncate(db: AsyncSession, conversation: Conversation, message_id: int) -> list[str] | None:
+    """Deletes the message and every later one of the conversation (regenerate, edit and
+    resend); None when the conversation has no such message. Returns the orphaned images."""
+    in_conversation = (Message.conversation_id == conversation.id)
+    if not await db.scalar(select(exists().where(in_conversation, Message.id == message_id))):
+        return None
+    later = select(Message.id).where(in_conversation, Message.id >= message_id)
+    shas = set(await db.scalars(select(MessageImage.image_sha256).where(MessageImage.message_id.in_(later))))
+    await db.execute(delete(Message).where(in_conversation, Message.id >= message_id))
+    conversation.updated_at = utcnow()
+    return await _forget_orphans(db, shas)
+
+
+async def _forget_orphans(db: AsyncSession, shas: set[str]) -> list[str]:
+    """Commits; returns the images of `shas` that no message refers to any more (their rows gone)."""
     orphans = [sha for sha in shas
                if not await db.scalar(select(exists().where(MessageImage.image_sha256 == sha)))]
     if orphans:
@@ -90,9 +108,9 @@ async def _ensure_images(db: AsyncSession, images: list[NewImage]) -> None:
 
 
 async def begin_turn(db: AsyncSession, conversation: Conversation, text: str, images: list[NewImage],
-                     model: str) -> int:
+                     model: str) -> tuple[int, int]:
     """Stores the user's message and an empty assistant message ("streaming")
-    in one transaction; returns the assistant message's id."""
+    in one transaction; returns both ids (user's, assistant's)."""
     now = utcnow()
     await _ensure_images(db, images)
     user = Message(conversation_id=conversation.id, role="user", content=text, created_at=now)
@@ -104,7 +122,7 @@ async def begin_turn(db: AsyncSession, conversation: Conversation, text: str, im
     if not conversation.title:
         conversation.title = title_from(text) or "Imagen"
     await db.commit()
-    return answer.id
+    return user.id, answer.id
 
 
 async def end_turn(db: AsyncSession, message_id: int, content: str, status: str, model: str = "",

@@ -58,6 +58,7 @@ class Turn:
     conversation_id: str
     user_message: chat_pb2.Message
     model: str = ""
+    user_message_id: int | None = None
     answer_id: int | None = None
     parts: list[str] = field(default_factory=list)
     last_flush: float = field(default_factory=time.monotonic)
@@ -77,7 +78,8 @@ class Turn:
             conversation = await db.get(Conversation, self.conversation_id)
             if conversation is None:  # deleted while the model was starting
                 raise not_found(self.conversation_id)
-            self.answer_id = await store.begin_turn(db, conversation, self.user_message.text, new_images, self.model)
+            self.user_message_id, self.answer_id = await store.begin_turn(
+                db, conversation, self.user_message.text, new_images, self.model)
 
     async def add(self, delta: str) -> None:
         self.parts.append(delta)

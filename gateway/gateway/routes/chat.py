@@ -90,7 +90,8 @@ async def chat(request: Request, clients: ClientsDep, settings: SettingsDep, pri
         await turn.begin(answer.model)
         await turn.add(answer.text)
         await turn.end(answer.final)
-        body.update(conversation_id=turn.conversation_id, message_id=turn.answer_id)
+        body.update(conversation_id=turn.conversation_id, message_id=turn.answer_id,
+                    user_message_id=turn.user_message_id)
     return body
 
 
@@ -129,7 +130,8 @@ async def chat_stream(request: Request, clients: ClientsDep, settings: SettingsD
 
     meta = {"model": first.model}
     if turn:
-        meta.update(conversation_id=turn.conversation_id, message_id=turn.answer_id)
+        meta.update(conversation_id=turn.conversation_id, message_id=turn.answer_id,
+                    user_message_id=turn.user_message_id)
     return ClosingStreamingResponse(_events(call, first, meta, settings.sse_heartbeat_s, turn, outcome),
                                     on_close=close, media_type="text/event-stream", headers=SSE_HEADERS)
 

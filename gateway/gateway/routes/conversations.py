@@ -124,6 +124,22 @@ async def delete_conversation(conversation_id: str, principal: PrincipalDep, db:
     return Response(status_code=204)
 
 
+@router.delete("/conversations/{conversation_id}/messages/{message_id}", status_code=204)
+async def truncate_conversation(conversation_id: str, message_id: int, principal: PrincipalDep, db: DbDep,
+                                images: ImagesDep):
+    """Deletes this message and every later one: what regenerate and edit-and-resend do
+    before sending the turn again, so the model's history holds only the new version."""
+    conversation = await store.get(db, principal.user_id, conversation_id)
+    if conversation is None:
+        raise not_found(conversation_id)
+    orphans = await store.truncate(db, conversation, message_id)
+    if orphans is None:
+        raise ApiError(404, f"no message {message_id} in this conversation", "not_found")
+    for sha in orphans:
+        await asyncio.to_thread(images.delete, sha)
+    return Response(status_code=204)
+
+
 @router.get("/images/{sha256}", response_class=Response,
             responses={200: {"content": {"image/*": {}}, "description": "the image's bytes"}})
 async def get_image(sha256: str, principal: PrincipalDep, db: DbDep, images: ImagesDep):
