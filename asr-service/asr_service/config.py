@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -34,6 +34,9 @@ COMPUTE_TYPES = frozenset(
     }
 )
 
+# What openai-whisper (PyTorch) can run: fp16 on a GPU, fp32 anywhere.
+OPENAI_WHISPER_COMPUTE_TYPES = frozenset({"auto", "default", "float16", "float32"})
+
 # ISO 639-1 codes (two letters) plus Whisper's few longer ones ("haw", "yue").
 # The exact list belongs to the loaded model; the engine checks against it.
 _LANGUAGE_SHAPE = re.compile(r"^[a-z]{2,3}$")
@@ -51,6 +54,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias="ASR_HOST")
     port: int = Field(50051, ge=0, le=65535, validation_alias="ASR_PORT")
 
+    # Which implementation runs the model (engine.ENGINES): faster-whisper
+    # (CTranslate2, the default) or openai-whisper (PyTorch, optional extra).
+    engine: Literal["faster-whisper", "openai-whisper"] = Field(
+        "faster-whisper", validation_alias="ASR_ENGINE"
+    )
     model: str = Field("base", min_length=1, validation_alias="ASR_MODEL")
     language: str = Field("es", validation_alias="ASR_LANGUAGE")
     device: Literal["auto", "cpu", "cuda"] = Field(
@@ -109,6 +117,22 @@ class Settings(BaseSettings):
                 f"got {value!r}"
             )
         return value
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine_lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _compute_type_fits_engine(self) -> Settings:
+        # int8 and friends are CTranslate2's; PyTorch Whisper would silently
+        # run fp32 instead, so a user asking for int8 there is told at start.
+        if self.engine == "openai-whisper" and self.compute_type not in OPENAI_WHISPER_COMPUTE_TYPES:
+            raise ValueError(
+                f"ASR_COMPUTE_TYPE={self.compute_type} is not available with "
+                "ASR_ENGINE=openai-whisper; use auto, float16 (GPU) or float32"
+            )
+        return self
 
     @field_validator("models_dir")
     @classmethod

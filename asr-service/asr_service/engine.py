@@ -1,25 +1,32 @@
-"""The Whisper model, loaded once, and a typed ``transcribe`` around it.
+"""What every Whisper engine takes and returns, the interface they share, and
+the registry that picks one by name (ASR_ENGINE).
 
-faster-whisper returns a lazy generator of segments plus an info object; the
-engine drains it inside the worker thread (so the event loop never runs model
-code) and returns plain frozen dataclasses the servicer can convert to protos.
+Two engines implement ``Engine``:
+
+- ``faster-whisper`` (default, ``faster_whisper_engine.py``): CTranslate2,
+  int8 on CPU, the packaged base model, no PyTorch;
+- ``openai-whisper`` (``openai_whisper_engine.py``): the reference PyTorch
+  implementation, for users who hold ``.pt`` checkpoints, and for GPU hosts
+  whose CUDA CTranslate2 cannot use (DESIGN.md §6). Optional extra
+  ``asr-service[openai-whisper]``.
+
+The registry maps a name to ``"module:Class"`` and imports on demand, so the
+default process never imports torch, and a missing optional engine is a
+start-up error naming the extra to install rather than an import error at
+import time. Engines return plain frozen dataclasses (below) that the
+servicer converts to protos; they know nothing about gRPC.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import time
+import importlib
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
-from .errors import InvalidOptions
-from .model_store import ModelSource
-
-logger = logging.getLogger(__name__)
+from .errors import InvalidOptions, ModelProvisioningError
 
 # Beam width multiplies decoder work; past ~10 accuracy stops improving, so a
 # cap keeps one request from monopolising a worker.
@@ -90,121 +97,71 @@ class EngineConfig:
     workers: int = 1
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when CTranslate2 can see a CUDA device, else ``cpu``."""
-    if device != "auto":
-        return device
-    import ctranslate2  # deferred: importing it probes CUDA, not an import-time job
+@runtime_checkable
+class Engine(Protocol):
+    """A loaded Whisper model; ``transcribe`` is safe to call from worker threads."""
 
-    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-
-
-def resolve_compute_type(compute_type: str, device: str) -> str:
-    """``auto`` → int8 on CPU (fastest, tiny accuracy cost), float16 on GPU."""
-    if compute_type != "auto":
-        return compute_type
-    return "float16" if device == "cuda" else "int8"
-
-
-class WhisperEngine:
-    """One loaded ``WhisperModel``; safe to call from ``workers`` threads at once."""
-
-    def __init__(self, model, name: str, device: str, compute_type: str) -> None:
-        self._model = model
-        self.name = name
-        self.device = device
-        self.compute_type = compute_type
-        self.languages = frozenset(model.supported_languages)
-
-    @classmethod
-    def load(cls, source: ModelSource, name: str, config: EngineConfig) -> WhisperEngine:
-        """Load the model (seconds to minutes: call it off the event loop)."""
-        from faster_whisper import WhisperModel  # heavy import, kept out of import time
-
-        device = resolve_device(config.device)
-        compute_type = resolve_compute_type(config.compute_type, device)
-        started = time.perf_counter()
-        model = WhisperModel(
-            source.model,
-            device=device,
-            compute_type=compute_type,
-            # CTranslate2 defaults to 4 threads whatever the machine; one per
-            # core avoids oversubscribing small machines and idling big ones.
-            cpu_threads=config.cpu_threads or (os.cpu_count() or 1),
-            # One model replica per worker thread, so workers run in parallel.
-            num_workers=config.workers,
-            download_root=source.download_root,
-        )
-        logger.info(
-            "loaded Whisper %s (%s) on %s/%s in %.2f s",
-            name,
-            source.origin,
-            device,
-            compute_type,
-            time.perf_counter() - started,
-        )
-        return cls(model, name, device, compute_type)
+    engine: str  # registry name, e.g. "faster-whisper"
+    name: str  # the model as configured (ASR_MODEL)
+    device: str  # resolved: "cpu" or "cuda"
+    compute_type: str  # resolved: "int8", "float16", "float32"…
+    languages: frozenset[str]
 
     def check_options(self, options: TranscribeOptions) -> None:
-        """Refuse options the model cannot honour, before any decoding work."""
-        if options.language is not None and options.language not in self.languages:
-            raise InvalidOptions(
-                f"unknown language {options.language!r}: use an ISO 639-1 code "
-                "such as 'es' or 'en', or an empty string to detect"
-            )
-        if not 1 <= options.beam_size <= MAX_BEAM_SIZE:
-            raise InvalidOptions(
-                f"beam_size must be between 1 and {MAX_BEAM_SIZE}; got {options.beam_size}"
-            )
+        """Raise ``InvalidOptions`` for options the model cannot honour."""
 
     def transcribe(self, samples: np.ndarray, options: TranscribeOptions) -> Transcript:
         """Transcribe 16 kHz mono float32 ``samples``; blocking, CPU/GPU heavy."""
-        self.check_options(options)
-        started = time.perf_counter()
-        lead_in = np.zeros(int(LEAD_IN_SECONDS * SAMPLE_RATE), dtype=np.float32)
-        extra = {} if options.temperature_fallback else {"temperature": 0.0}
-        segments, info = self._model.transcribe(
-            np.concatenate([lead_in, samples]),
-            language=options.language,
-            task=options.task,
-            beam_size=options.beam_size,
-            initial_prompt=options.initial_prompt or None,
-            word_timestamps=options.word_timestamps,
-            # Silero VAD drops non-speech before decoding: without it Whisper
-            # "hears" stock phrases in silence or noise (its best-known failure).
-            vad_filter=True,
-            **extra,
+
+
+class EngineLoader(Protocol):
+    def load(self, model: str, models_dir: Path, config: EngineConfig) -> Engine: ...
+
+
+# name → ("module:Class", pip extra that provides it, or None if always installed)
+ENGINES: dict[str, tuple[str, str | None]] = {
+    "faster-whisper": ("asr_service.faster_whisper_engine:FasterWhisperEngine", None),
+    "openai-whisper": ("asr_service.openai_whisper_engine:OpenAIWhisperEngine", "openai-whisper"),
+}
+
+
+def engine_class(name: str) -> EngineLoader:
+    """Import the engine registered as ``name`` (only now: torch is heavy)."""
+    try:
+        target, extra = ENGINES[name]
+    except KeyError:
+        raise ModelProvisioningError(
+            f"unknown ASR_ENGINE {name!r}; use one of {', '.join(ENGINES)}"
+        ) from None
+    module_name, class_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        hint = f": install asr-service[{extra}]" if extra else ""
+        raise ModelProvisioningError(
+            f"ASR_ENGINE={name} needs {error.name or 'a package'} that is not installed{hint}"
+        ) from error
+    return getattr(module, class_name)
+
+
+def load_engine(name: str, model: str, models_dir: Path, config: EngineConfig) -> Engine:
+    """Load ``model`` with the engine registered as ``name``; blocking (seconds)."""
+    return engine_class(name).load(model, models_dir, config)
+
+
+def check_options(options: TranscribeOptions, languages: frozenset[str]) -> None:
+    """The checks every engine shares: a known language and a sane beam width."""
+    if options.language is not None and options.language not in languages:
+        raise InvalidOptions(
+            f"unknown language {options.language!r}: use an ISO 639-1 code "
+            "such as 'es' or 'en', or an empty string to detect"
         )
-        duration = samples.size / SAMPLE_RATE
-        # Draining the generator runs the decoder.
-        decoded = tuple(_segment(segment, LEAD_IN_SECONDS, duration) for segment in segments)
-        return Transcript(
-            text=" ".join(s.text for s in decoded if s.text),
-            language=info.language,
-            language_probability=float(info.language_probability),
-            duration=duration,
-            segments=decoded,
-            processing_seconds=time.perf_counter() - started,
+    if not 1 <= options.beam_size <= MAX_BEAM_SIZE:
+        raise InvalidOptions(
+            f"beam_size must be between 1 and {MAX_BEAM_SIZE}; got {options.beam_size}"
         )
 
 
-def _segment(segment, offset: float, duration: float) -> Segment:
-    """faster-whisper's Segment → ours (text trimmed: Whisper adds a leading space).
-
-    Times are moved back by ``offset`` (the lead-in) and kept within the clip.
-    """
-
-    def at(seconds: float) -> float:
-        return min(max(float(seconds) - offset, 0.0), duration)
-
-    return Segment(
-        text=segment.text.strip(),
-        start=at(segment.start),
-        end=at(segment.end),
-        avg_logprob=float(segment.avg_logprob),
-        no_speech_probability=float(segment.no_speech_prob),
-        words=tuple(
-            Word(w.word.strip(), at(w.start), at(w.end), float(w.probability))
-            for w in segment.words or ()
-        ),
-    )
+def first_line(error: BaseException) -> str:
+    """An exception's first line, for one-line start-up failures."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

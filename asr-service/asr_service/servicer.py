@@ -21,7 +21,7 @@ from chatbot_protos.asr.v1 import asr_pb2, asr_pb2_grpc
 
 from .audio import decode_audio
 from .config import MIB, Settings
-from .engine import Task, TranscribeOptions, Transcript, WhisperEngine
+from .engine import Engine, Task, TranscribeOptions, Transcript
 from .errors import (
     AudioTooLarge,
     ChunkTooLarge,
@@ -51,9 +51,9 @@ class TranscriptionServicer(asr_pb2_grpc.TranscriptionServicer):
     def __init__(self, settings: Settings, pool: BoundedWorkerPool) -> None:
         self._settings = settings
         self._pool = pool
-        self._engine: WhisperEngine | None = None
+        self._engine: Engine | None = None
 
-    def attach_engine(self, engine: WhisperEngine) -> None:
+    def attach_engine(self, engine: Engine) -> None:
         self._engine = engine
 
     @unary_errors
@@ -99,6 +99,10 @@ class TranscriptionServicer(asr_pb2_grpc.TranscriptionServicer):
                     request_id, config.mime_type or "audio", time.perf_counter() - started,
                     tracker.finals, tracker.interims_sent)
 
+    @unary_errors
+    async def ListModels(self, request: asr_pb2.ListModelsRequest, context) -> asr_pb2.ListModelsResponse:
+        return asr_pb2.ListModelsResponse(models=[model_info_to_pb(self._engine, self._settings)])
+
     def _check_size(self, audio: bytes) -> None:
         """Refuse an oversized upload before any decoding (MAX_UPLOAD_MB)."""
         limit = self._settings.max_upload_bytes
@@ -108,13 +112,13 @@ class TranscriptionServicer(asr_pb2_grpc.TranscriptionServicer):
                 f"{self._settings.max_upload_mb} MiB (MAX_UPLOAD_MB)"
             )
 
-    def _ready_engine(self) -> WhisperEngine:
+    def _ready_engine(self) -> Engine:
         if self._engine is None:
             raise ModelNotReady("the Whisper model is still loading; retry shortly")
         return self._engine
 
     def _decode_and_transcribe(
-        self, engine: WhisperEngine, audio: bytes, options: TranscribeOptions
+        self, engine: Engine, audio: bytes, options: TranscribeOptions
     ) -> Transcript:
         """Worker-thread job; its wall time is what the response reports."""
         started = time.perf_counter()
@@ -181,6 +185,19 @@ def options_from_pb(options: asr_pb2.TranscriptionOptions, settings: Settings) -
         initial_prompt=options.initial_prompt or None,
         word_timestamps=options.word_timestamps,
     )
+
+
+def model_info_to_pb(engine: Engine | None, settings: Settings) -> asr_pb2.ModelInfo:
+    """The configured model; what only loading reveals is left empty until then."""
+    info = asr_pb2.ModelInfo(
+        name=settings.model, engine=settings.engine,
+        default_language=settings.language, loaded=engine is not None,
+    )
+    if engine is not None:
+        info.device = engine.device
+        info.compute_type = engine.compute_type
+        info.languages.extend(sorted(engine.languages))
+    return info
 
 
 def transcript_to_pb(transcript: Transcript, model_name: str) -> asr_pb2.TranscribeResponse:

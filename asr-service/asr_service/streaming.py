@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .audio import SAMPLE_RATE, decode_audio
-from .engine import TranscribeOptions, WhisperEngine
+from .engine import Engine, TranscribeOptions
 from .errors import AudioTooLarge, InvalidAudio
 from .worker_pool import BoundedWorkerPool
 
@@ -105,7 +105,7 @@ class UtteranceTracker:
     at a time per stream.
     """
 
-    def __init__(self, engine: WhisperEngine, options: TranscribeOptions,
+    def __init__(self, engine: Engine, options: TranscribeOptions,
                  settings: StreamSettings = StreamSettings()) -> None:
         self._engine = engine
         self._options = options

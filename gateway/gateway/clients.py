@@ -57,11 +57,13 @@ class ModelClients:
         await self.chat_channel.close()
 
 
-def get_settings(request: Request) -> Settings:
+# Dependencies are `async def`: FastAPI runs a plain `def` one in a worker thread,
+# a thread hop per request for a simple attribute read.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_clients(request: Request) -> ModelClients:
+async def get_clients(request: Request) -> ModelClients:
     return request.app.state.clients
 
 

@@ -96,7 +96,7 @@ class UserQuotas:
         return release
 
 
-def get_quotas(request: Request) -> UserQuotas:
+async def get_quotas(request: Request) -> UserQuotas:
     return request.app.state.quotas
 
 

@@ -16,7 +16,7 @@ async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def get_images(request: Request) -> ImageStore:
+async def get_images(request: Request) -> ImageStore:
     return request.app.state.images
 
 

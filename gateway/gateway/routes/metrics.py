@@ -14,7 +14,7 @@ from ..observability.metrics import GatewayMetrics
 router = APIRouter(tags=["operations"])
 
 
-def get_metrics(request: Request) -> GatewayMetrics:
+async def get_metrics(request: Request) -> GatewayMetrics:
     return request.app.state.metrics
 
 

@@ -45,6 +45,11 @@ class TranscriptionStub:
                 request_serializer=chatbot__protos_dot_asr_dot_v1_dot_asr__pb2.StreamingTranscribeRequest.SerializeToString,
                 response_deserializer=chatbot__protos_dot_asr_dot_v1_dot_asr__pb2.StreamingTranscribeResponse.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/chatbot.asr.v1.Transcription/ListModels',
+                request_serializer=chatbot__protos_dot_asr_dot_v1_dot_asr__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=chatbot__protos_dot_asr_dot_v1_dot_asr__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
 
 
 class TranscriptionServicer:
@@ -77,6 +82,17 @@ class TranscriptionServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """Describes the model this service transcribes with: engine, model name,
+        device, compute type, languages and whether it is loaded yet. Answers
+        while the model is still loading too (loaded = false, device and
+        compute type not yet known), so a client can tell "starting" from "down".
+        A service holds one model today; the list leaves room for more.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TranscriptionServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +105,11 @@ def add_TranscriptionServicer_to_server(servicer, server):
                     servicer.StreamingTranscribe,
                     request_deserializer=chatbot__protos_dot_asr_dot_v1_dot_asr__pb2.StreamingTranscribeRequest.FromString,
                     response_serializer=chatbot__protos_dot_asr_dot_v1_dot_asr__pb2.StreamingTranscribeResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=chatbot__protos_dot_asr_dot_v1_dot_asr__pb2.ListModelsRequest.FromString,
+                    response_serializer=chatbot__protos_dot_asr_dot_v1_dot_asr__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -146,6 +167,33 @@ class Transcription:
             '/chatbot.asr.v1.Transcription/StreamingTranscribe',
             chatbot__protos_dot_asr_dot_v1_dot_asr__pb2.StreamingTranscribeRequest.SerializeToString,
             chatbot__protos_dot_asr_dot_v1_dot_asr__pb2.StreamingTranscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chatbot.asr.v1.Transcription/ListModels',
+            chatbot__protos_dot_asr_dot_v1_dot_asr__pb2.ListModelsRequest.SerializeToString,
+            chatbot__protos_dot_asr_dot_v1_dot_asr__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
