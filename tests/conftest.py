@@ -149,3 +149,25 @@ def tiny_vision_model(tmp_path_factory):
         return built[family]
 
     return build
+
+
+@pytest.fixture(scope="session")
+def vision_front(stack, tiny_vision_model, tmp_path_factory):
+    """nginx + gateway (single-user mode, SQLite) in front of a chat service that
+    runs a tiny random Idefics3 vision model and the stack's ASR: the page and
+    the API with image chat. Answers are meaningless; the image path is real."""
+    from tests.support.services import grpc_service
+
+    run_dir = tmp_path_factory.mktemp("vision-front")
+    chat_env = {"CHAT_MODEL": str(tiny_vision_model("idefics3")), "ADAPTERS_DIR": str(run_dir / "no-adapters"),
+                "CHAT_MAX_TOKENS": "8"}
+    with grpc_service("chat", run_dir, chat_env) as (_, chat_address):
+        config = StackConfig.on_free_ports(run_dir, asr_port=stack.config.asr_port,
+                                           chat_port=int(chat_address.rsplit(":", 1)[1]),
+                                           data_dir=run_dir / "data", auth="off")
+        front = Stack(config, model_services=False)
+        try:
+            front.start(timeout=120)
+            yield front
+        finally:
+            front.stop()
