@@ -4,57 +4,58 @@ session cookie; signing out brings the form back."""
 
 from __future__ import annotations
 
-from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from playwright.sync_api import Page, expect
 
-from tests.support.browser import chromium
+from tests.support.browser import chromium, screenshot_folder, snap
 
-ANSWER_TIMEOUT = 120
-
-
-def visible(driver, element_id: str) -> bool:
-    return driver.find_element(By.ID, element_id).is_displayed()
+ANSWER_MS = 120_000
+FORM_MS = 30_000
 
 
-def sign_in(driver, username: str, password: str) -> None:
+def sign_in(page: Page, username: str, password: str) -> None:
     for field, value in (("username-input", username), ("password-input", password)):
-        box = driver.find_element(By.ID, field)
-        box.clear()
-        box.send_keys(value)
-    driver.find_element(By.ID, "sign-in-button").click()
+        box = page.locator(f"#{field}")
+        box.fill("")
+        box.press_sequentially(value)
+    page.locator("#sign-in-button").click()
 
 
 def test_sign_in_then_chat_then_sign_out(secured, tmp_path):
     password, _ = secured.new_user("carmen")
-    with chromium(log_dir=tmp_path) as driver:
-        driver.get(secured.url)
-        wait = WebDriverWait(driver, 30)
-        wait.until(lambda d: visible(d, "sign-in-form"))
-        assert not visible(driver, "chat")
+    shots = screenshot_folder(tmp_path)
+    with chromium() as page:
+        page.goto(secured.url)
+        form, chat = page.locator("#sign-in-form"), page.locator("#chat")
+        expect(form).to_be_visible(timeout=FORM_MS)
+        expect(chat).to_be_hidden()
+        snap(page, shots / "sign-in-form.png")
 
-        sign_in(driver, "carmen", "not-the-password")
-        wait.until(lambda d: visible(d, "sign-in-error"))
-        assert "incorrectos" in driver.find_element(By.ID, "sign-in-error").text
+        sign_in(page, "carmen", "not-the-password")
+        expect(page.locator("#sign-in-error")).to_be_visible(timeout=FORM_MS)
+        expect(page.locator("#sign-in-error")).to_contain_text("incorrectos")
 
-        sign_in(driver, "carmen", password)
-        wait.until(lambda d: visible(d, "chat"))
-        assert not visible(driver, "sign-in-form")
-        assert driver.find_element(By.ID, "account-name").text == "carmen"
+        sign_in(page, "carmen", password)
+        expect(chat).to_be_visible(timeout=FORM_MS)
+        expect(form).to_be_hidden()
+        expect(page.locator("#account-name")).to_have_text("carmen")
         # The session cookie is invisible to scripts.
-        assert "chatbot_session" not in driver.execute_script("return document.cookie")
+        assert "chatbot_session" not in page.evaluate("document.cookie")
 
-        driver.find_element(By.ID, "message-input").send_keys("Hola")
-        driver.find_element(By.ID, "send-button").click()
-        WebDriverWait(driver, ANSWER_TIMEOUT).until(
-            lambda d: d.find_elements(By.CSS_SELECTOR, ".message.assistant .text")
-            and d.find_element(By.CSS_SELECTOR, ".message.assistant .text").text.strip()
-            and d.find_element(By.CSS_SELECTOR, ".message.assistant").get_attribute("aria-busy") == "false")
-        assert not driver.find_elements(By.CSS_SELECTOR, ".message.assistant .error")
+        page.locator("#message-input").press_sequentially("Hola")
+        page.locator("#send-button").click()
+        reply = page.locator(".message.assistant")
+        # An answer with text, no longer busy.
+        expect(reply).to_have_count(1, timeout=10_000)
+        expect(reply).to_have_attribute("aria-busy", "false", timeout=ANSWER_MS)
+        assert reply.locator(".text").inner_text().strip()
+        assert reply.locator(".error").count() == 0
         # The chat became a conversation of this user, listed in the sidebar.
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#conversation-list .conversation-open"))
-        assert driver.find_element(By.CSS_SELECTOR, "#conversation-list .conversation-open").text.startswith("Hola")
+        titles = page.locator("#conversation-list .conversation-open")
+        expect(titles.first).to_be_visible(timeout=FORM_MS)
+        assert titles.first.inner_text().startswith("Hola")
+        snap(page, shots / "signed-in-chat.png")
 
-        driver.find_element(By.ID, "sign-out-button").click()
-        wait.until(lambda d: visible(d, "sign-in-form"))
-        driver.refresh()  # the cookie is gone server-side too: a reload asks again
-        wait.until(lambda d: visible(d, "sign-in-form"))
+        page.locator("#sign-out-button").click()
+        expect(form).to_be_visible(timeout=FORM_MS)
+        page.reload()  # the cookie is gone server-side too: a reload asks again
+        expect(form).to_be_visible(timeout=FORM_MS)
