@@ -1,0 +1,140 @@
+"""A model service that dies mid-request: the client gets a clear error, the
+gateway stays up, and once the service is back the same gateway serves again
+(no gateway restart). A service told to stop (SIGTERM) finishes what it is
+doing first. Each test runs its own services: killing the shared stack's
+would break the rest of the suite."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from scripts.stack import free_port
+from tests.support.audio_clips import speech
+from tests.support.grpc_health import wait_until_serving
+from tests.support.services import gateway_service, start_service
+from tests.support.sse import read_events
+
+PORT_VARS = {"chat": "CHAT_PORT", "asr": "ASR_PORT"}
+
+
+@contextmanager
+def service_on(kind: str, port: int, log_dir, env: dict | None = None):
+    """A SERVING service on a fixed port, so a replacement can take its place."""
+    service = start_service(kind, log_dir, {**(env or {}), PORT_VARS[kind]: str(port)})
+    try:
+        wait_until_serving(f"127.0.0.1:{port}", 300, service.running)
+        yield service
+    finally:
+        service.stop()
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.3)
+    raise AssertionError(f"not within {timeout:.0f} s: {what}")
+
+
+def in_flight(client: httpx.Client, method: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(f'gateway_backend_calls_in_flight{{method="{method}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.fixture
+def ports():
+    return {"chat": free_port(), "asr": free_port()}
+
+
+@pytest.fixture
+def gateway(tmp_path, ports):
+    env = {"CHAT_ADDR": f"127.0.0.1:{ports['chat']}", "ASR_ADDR": f"127.0.0.1:{ports['asr']}"}
+    with gateway_service(tmp_path, env) as (service, url), httpx.Client(base_url=url, timeout=120) as client:
+        yield service, client
+
+
+LONG_ANSWER = {"message": "Escribe una historia muy larga sobre un dragón y un caballero."}
+
+
+def test_the_chat_service_dying_mid_answer_ends_the_stream_with_an_error_and_its_return_is_served(
+        tmp_path, ports, gateway):
+    gateway_process, client = gateway
+    conversation = client.post("/api/conversations", json={}).json()["id"]
+    with service_on("chat", ports["chat"], tmp_path, {"CHAT_MAX_TOKENS": "200"}) as chat:
+        with client.stream("POST", "/api/chat/stream", data={**LONG_ANSWER, "conversation_id": conversation}) \
+                as response:
+            assert response.status_code == 200
+            events = read_events(response)
+            name, _ = next(events)
+            assert name == "meta"
+            received = ""
+            for name, data in events:
+                if name == "delta" and not chat.process.returncode:
+                    received += data["content"]
+                    chat.process.send_signal(signal.SIGKILL)  # dies after the first piece
+                    chat.process.wait()
+                    continue
+                last = (name, data)
+        assert last[0] == "error" and last[1]["error_type"] == "unavailable", last
+    assert gateway_process.running()
+    # Stored once the gateway has closed the stream (a moment after the client read its end).
+    stored = wait_for(lambda: (m := client.get(f"/api/conversations/{conversation}").json()["messages"][-1])
+                      ["status"] != "streaming" and m, 10, "the answer was not stored")
+    assert stored["status"] == "incomplete" and stored["content"].startswith(received) and received
+
+    # While it is down: 503 at once, and /readyz says which dependency.
+    down = client.post("/api/chat", data={"message": "hola"})
+    assert down.status_code == 503 and down.json()["error_type"] == "unavailable"
+    assert client.get("/readyz").json()["dependencies"]["chat"].startswith("UNREACHABLE")
+
+    with service_on("chat", ports["chat"], tmp_path):  # the replacement, on the same port
+        answer = wait_for(lambda: (r := client.post("/api/chat", data={"message": "hola"})).status_code == 200 and r,
+                          60, "the gateway served again after the chat service came back")
+        assert answer.json()["message"]["content"]
+    assert gateway_process.running()
+
+
+def test_the_asr_service_dying_mid_transcription_is_503_and_its_return_is_served(tmp_path, ports, gateway):
+    gateway_process, client = gateway
+    clip = speech("Hola, quiero saber el tiempo de mañana en Madrid y en Barcelona, por favor.", "wav")
+    with service_on("asr", ports["asr"], tmp_path) as asr:
+        outcome = {}
+        thread = threading.Thread(target=lambda: outcome.update(response=client.post(
+            "/api/transcribe", files={"audio": ("a.wav", clip, "audio/wav")})))
+        thread.start()
+        # Killed once the gateway's call is at the service (its in-flight gauge says so).
+        wait_for(lambda: in_flight(client, "Transcription/Transcribe") >= 1, 30, "the call did not start")
+        asr.process.send_signal(signal.SIGKILL)
+        asr.process.wait()
+        thread.join(timeout=60)
+    response = outcome["response"]
+    assert response.status_code == 503 and response.json()["error_type"] == "unavailable", response.text
+    assert gateway_process.running()
+
+    with service_on("asr", ports["asr"], tmp_path):
+        answer = wait_for(lambda: (r := client.post("/api/transcribe", files={"audio": ("a.wav", clip, "audio/wav")}))
+                          .status_code == 200 and r, 60, "the gateway served again after the ASR came back")
+        assert "tiempo" in answer.json()["transcription"].lower()
+
+
+def test_sigterm_lets_the_answer_in_progress_finish_before_the_chat_service_exits(tmp_path, ports, gateway):
+    _, client = gateway
+    with service_on("chat", ports["chat"], tmp_path, {"CHAT_MAX_TOKENS": "16"}) as chat:
+        with client.stream("POST", "/api/chat/stream", data=LONG_ANSWER) as response:
+            assert response.status_code == 200
+            names = []
+            for name, _ in read_events(response):
+                names.append(name)
+                if names.count("delta") == 1:
+                    chat.process.send_signal(signal.SIGTERM)  # asked to stop mid-answer
+        assert names[-1] == "done" and "error" not in names, names
+        assert chat.process.wait(timeout=60) == 0
