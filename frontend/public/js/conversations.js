@@ -55,6 +55,7 @@ export function fromStored(message) {
     status: message.status,
     model: message.model ?? '',
     tokens: message.completion_tokens || null,
+    doneReason: message.finish_reason || undefined,  // "length": the note about the token limit stays
     error: message.status === 'failed' ? (message.error || '') : '',
   };
 }

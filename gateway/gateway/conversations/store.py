@@ -126,9 +126,10 @@ async def begin_turn(db: AsyncSession, conversation: Conversation, text: str, im
 
 
 async def end_turn(db: AsyncSession, message_id: int, content: str, status: str, model: str = "",
-                   prompt_tokens: int = 0, completion_tokens: int = 0, error: str | None = None) -> None:
+                   prompt_tokens: int = 0, completion_tokens: int = 0, error: str | None = None,
+                   finish_reason: str = "") -> None:
     values = dict(content=content, status=status, prompt_tokens=prompt_tokens,
-                  completion_tokens=completion_tokens, error=error)
+                  completion_tokens=completion_tokens, error=error, finish_reason=finish_reason)
     if model:
         values["model"] = model
     await db.execute(update(Message).where(Message.id == message_id).values(**values))

@@ -24,6 +24,7 @@ from . import store
 from .images import ImageStore, sniff_type
 
 _ROLES = {"user": chat_pb2.ROLE_USER, "assistant": chat_pb2.ROLE_ASSISTANT}
+FINISH_NAMES = {chat_pb2.FINISH_REASON_STOP: "stop", chat_pb2.FINISH_REASON_LENGTH: "length"}
 FLUSH_EVERY_S = 2.0
 
 
@@ -92,17 +93,18 @@ class Turn:
         if self.answer_id is None:
             return
         if final is not None:
-            await self._save("complete", final.prompt_tokens, final.completion_tokens)
+            await self._save("complete", final.prompt_tokens, final.completion_tokens,
+                             finish_reason=FINISH_NAMES.get(final.finish_reason, "stop"))
         elif failure is not None and not self.parts:
             await self._save("failed", error=failure.message)
         else:
             await self._save("incomplete", error=failure.message if failure else "the answer was stopped")
 
     async def _save(self, status: str, prompt_tokens: int = 0, completion_tokens: int = 0,
-                    error: str | None = None) -> None:
+                    error: str | None = None, finish_reason: str = "") -> None:
         async with self.database.session() as db:
             await store.end_turn(db, self.answer_id, self.text, status, self.model, prompt_tokens,
-                                 completion_tokens, error)
+                                 completion_tokens, error, finish_reason)
 
 
 async def open_turn(database: Database, images: ImageStore, user_id: int, conversation_id: str,

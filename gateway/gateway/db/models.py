@@ -118,6 +118,8 @@ class Message(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    # Why a complete answer ended: "stop" (the model finished) or "length" (the token limit cut it).
+    finish_reason: Mapped[str] = mapped_column(String(16), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages")

@@ -17,7 +17,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from ..chat_calls import collect_answer, first_reply, with_heartbeats
 from ..clients import ClientsDep, SettingsDep, request_metadata
-from ..conversations.turns import Turn, open_turn
+from ..conversations.turns import FINISH_NAMES, Turn, open_turn
 from ..errors import bad_request, from_grpc
 from ..quotas import ChargedPrincipalDep, QuotasDep
 from ..streams import SSE_HEADERS, ClosingStreamingResponse, StreamOutcome
@@ -25,7 +25,6 @@ from ..uploads import is_present, read_upload
 
 router = APIRouter(tags=["chat"])
 
-_FINISH_NAMES = {chat_pb2.FINISH_REASON_STOP: "stop", chat_pb2.FINISH_REASON_LENGTH: "length"}
 
 MessageForm = Form(None, description="the user's message (required)")
 ImageForm = File(None, description="an image to ask about (jpeg, png, webp, gif, bmp)")
@@ -84,7 +83,7 @@ async def chat(request: Request, clients: ClientsDep, settings: SettingsDep, pri
     except grpc.aio.AioRpcError as error:
         raise from_grpc(error, "chat") from None
     body = {"model": answer.model, "message": {"role": "assistant", "content": answer.text}, "done": True,
-            "done_reason": _FINISH_NAMES.get(answer.final.finish_reason, "stop"),
+            "done_reason": FINISH_NAMES.get(answer.final.finish_reason, "stop"),
             "usage": usage_of(answer.final), "timings": timings_of(answer.final)}
     if turn:
         await turn.begin(answer.model)
@@ -151,7 +150,7 @@ async def _events(call, first: chat_pb2.ChatResponse, meta: dict, heartbeat_s: f
                 yield sse("delta", {"content": reply.delta})
             if reply.HasField("final"):
                 outcome.final = reply.final
-                yield sse("done", {"done_reason": _FINISH_NAMES.get(reply.final.finish_reason, "stop"),
+                yield sse("done", {"done_reason": FINISH_NAMES.get(reply.final.finish_reason, "stop"),
                                    "usage": usage_of(reply.final), "timings": timings_of(reply.final)})
     except grpc.aio.AioRpcError as error:
         outcome.failure = from_grpc(error, "chat")

@@ -57,6 +57,7 @@ class MessageOut(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     error: str | None
+    finish_reason: Literal["", "stop", "length"] = Field(description='"" until the answer is complete')
     created_at: datetime
     images: list[ImageOut]
 
@@ -81,6 +82,7 @@ def message_out(message: Message) -> MessageOut:
     return MessageOut(id=message.id, role=message.role, content=message.content, status=message.status,
                       model=message.model, prompt_tokens=message.prompt_tokens,
                       completion_tokens=message.completion_tokens, error=message.error,
+                      finish_reason=message.finish_reason,
                       created_at=message.created_at, images=images)
 
 
