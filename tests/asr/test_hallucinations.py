@@ -8,8 +8,13 @@ of white and pink noise at several levels, in the browser's container
 (webm/opus) and as a plain wav, and require an empty transcript with none of
 the known inventions (listed once, in asr_service/hallucinations.py).
 
-Why these can fail: with VAD off the same model writes " y" again and again
-on the loudest pink noise (checked with faster-whisper 1.2.1, base, int8).
+Which of these depend on the VAD (checked with faster-whisper 1.2.1, base,
+int8, VAD switched off by hand): the quiet room's hiss in webm/opus comes out
+as "No, no, no, no, no, no." without it, so that case fails if the service
+stops filtering non-speech. Stationary white and pink noise gave empty text
+even without VAD (Whisper's own no-speech check catches it) on this model:
+those cases guard against other models and engines, which invent more
+freely (larger models are known to), not against this one regressing.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ def _at_level(samples: np.ndarray, dbfs: float) -> np.ndarray:
 
 NON_SPEECH = {
     "digital-silence": lambda: np.zeros(int(SECONDS * RATE), dtype=np.float32),
+    # -48 dBFS Gaussian hiss (tests/support/audio_clips.py), at 16 kHz like the rest.
+    "quiet-room-hiss": lambda: clips.silence(SECONDS, RATE)[0],
     "white-noise-40dBFS": lambda: white_noise(-40, 1),
     "white-noise-20dBFS": lambda: white_noise(-20, 2),
     "white-noise-10dBFS": lambda: white_noise(-10, 3),
@@ -106,7 +113,7 @@ def test_ten_seconds_without_speech_give_an_empty_transcript(stub, name, fmt):
     assert reply.language == "es"  # the default language, not something heard in noise
 
 
-@pytest.mark.parametrize("name", ["digital-silence", "white-noise-10dBFS", "pink-noise-10dBFS"])
+@pytest.mark.parametrize("name", ["digital-silence", "quiet-room-hiss", "white-noise-10dBFS", "pink-noise-10dBFS"])
 def test_no_speech_with_language_detection_gives_an_empty_transcript(stub, name):
     # Detection is where Whisper drifts into English outros ("Thanks for watching!").
     reply = transcribe(stub, clips.encode(NON_SPEECH[name](), RATE, "webm"), language="")

@@ -77,10 +77,16 @@ def _short_answers(model, text_tokens: int) -> None:
     # then the text: end-of-text becomes likely from here on.
     first_end = 4 + text_tokens
     positions = torch.arange(decoder.positional_embedding.shape[0]).unsqueeze(1)
-    sign = torch.where(positions < first_end, -1.0, 1.0)
+    # Mostly random per position (so the text varies and does not look like
+    # the repetition Whisper re-decodes), with a push towards or away from
+    # end-of-text: weak before first_end, strong after it.
+    # Three times the token embeddings' scale, so the previous token does not
+    # dominate the state and pick itself again (tied embeddings make a random
+    # decoder repeat one token forever).
+    push = torch.where(positions < first_end, -3.0, 12.0)
     with torch.no_grad():
-        decoder.positional_embedding.copy_(0.1 * torch.randn_like(decoder.positional_embedding)
-                                           + 5.0 * sign * direction)
+        decoder.positional_embedding.copy_(3.0 * torch.randn_like(decoder.positional_embedding)
+                                           + push * direction)
         decoder.token_embedding.weight[eot] = 20.0 * direction
 
 
