@@ -30,8 +30,8 @@ class Settings(BaseSettings):
     # "json": one JSON object per log line (for log collectors); both formats
     # carry the request id.
     gateway_log_format: Literal["text", "json"] = "text"
-    # The speech model that GET /v1/models lists: the same ASR_MODEL the ASR
-    # service reads (the ASR has no RPC that lists its model).
+    # The speech model GET /v1/models lists when the ASR service cannot be asked
+    # (it normally answers its own ListModels): the same ASR_MODEL it reads.
     asr_model: str = "base"
 
     # --- users and storage (docs/configuration.md)

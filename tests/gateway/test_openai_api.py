@@ -50,6 +50,10 @@ def test_models_list_has_the_embedded_chat_model_and_the_speech_model(client):
     assert models[CHAT_MODEL].model_extra["task"] == "chat"
     assert models[CHAT_MODEL].model_extra["vision"] is False
     assert models[SPEECH_MODEL].model_extra["task"] == "transcription"
+    # Asked of the ASR service itself (its ListModels), not guessed from a setting.
+    speech = models[SPEECH_MODEL].model_extra
+    assert (speech["engine"], speech["device"], speech["compute_type"], speech["loaded"]) == \
+        ("faster-whisper", "cpu", "int8", True)
 
 
 def test_retrieve_one_model_and_404_for_an_unknown_one(client):

@@ -1,5 +1,6 @@
 """`GET /v1/models` and `GET /v1/models/{id}`: the chat service's models and
-adapters (its gRPC `ListModels`) plus the speech model, in OpenAI's list shape.
+adapters (its gRPC `ListModels`) plus the ASR service's speech model (its own
+`ListModels`), in OpenAI's list shape.
 
 Besides OpenAI's fields (`id`, `object`, `created`, `owned_by`) each entry says
 what it is for (`task`: chat or transcription), and chat models carry the
@@ -13,6 +14,7 @@ import time
 from pathlib import PurePath
 
 import grpc
+from chatbot_protos.asr.v1 import asr_pb2
 from chatbot_protos.chat.v1 import chat_pb2
 from fastapi import APIRouter, Depends, Request
 
@@ -32,9 +34,9 @@ LIST_TIMEOUT_S = 10
 _STARTED = int(time.time())
 
 
-def transcription_model_id(settings: Settings) -> str:
-    """`whisper-base` for ASR_MODEL=base; a local folder is named by its last part."""
-    name = PurePath(settings.asr_model.rstrip("/")).name or settings.asr_model
+def transcription_model_id(model: str) -> str:
+    """`whisper-base` for the model `base`; a local folder or file is named by its last part."""
+    name = PurePath(model.rstrip("/")).stem or model
     return name if "whisper" in name.lower() else f"whisper-{name}"
 
 
@@ -44,9 +46,21 @@ def _chat_entry(info: chat_pb2.ModelInfo) -> dict:
             "context_length": info.context_length or None, "parent": info.base_model or None}
 
 
-def _transcription_entry(settings: Settings) -> dict:
-    return {"id": transcription_model_id(settings), "object": "model", "created": _STARTED, "owned_by": OWNER,
-            "task": "transcription"}
+def _transcription_entry(info: asr_pb2.ModelInfo) -> dict:
+    return {"id": transcription_model_id(info.name), "object": "model", "created": _STARTED, "owned_by": OWNER,
+            "task": "transcription", "engine": info.engine or None, "device": info.device or None,
+            "compute_type": info.compute_type or None, "loaded": info.loaded}
+
+
+async def _speech_models(request: Request, clients: ModelClients, settings: Settings) -> list[dict]:
+    """What the ASR service says it runs; when it cannot be asked, the configured
+    model (ASR_MODEL) marked not loaded: the list of chat models stays usable."""
+    try:
+        reply = await clients.asr.ListModels(asr_pb2.ListModelsRequest(), timeout=LIST_TIMEOUT_S,
+                                             metadata=request_metadata(request))
+        return [_transcription_entry(m) for m in reply.models]
+    except grpc.aio.AioRpcError:
+        return [_transcription_entry(asr_pb2.ModelInfo(name=settings.asr_model, loaded=False))]
 
 
 async def _models(request: Request, clients: ModelClients, settings: Settings) -> list[dict]:
@@ -55,7 +69,7 @@ async def _models(request: Request, clients: ModelClients, settings: Settings) -
                                               metadata=request_metadata(request))
     except grpc.aio.AioRpcError as error:
         raise from_grpc(error, "chat") from None
-    return [*(_chat_entry(m) for m in reply.models), _transcription_entry(settings)]
+    return [*(_chat_entry(m) for m in reply.models), *await _speech_models(request, clients, settings)]
 
 
 @router.get("/models")
