@@ -9,6 +9,7 @@ as Chrome records):
   and transcribes a temp file (bench/seed_transcribe.py), in the same run;
 - live dictation (`StreamingTranscribe`, chunks paced in real time): time to
   the first interim result, and from the last chunk to the final result;
+- throughput with 1, 2, 4 and 8 concurrent gRPC clients (the ~3 s clip);
 - word error rate of `Transcribe` on 22 Spanish sentences (normalised:
   lowercase, no punctuation, no accents).
 
@@ -22,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unicodedata
 from pathlib import Path
@@ -130,10 +132,37 @@ def stream_once(stub, data: bytes, seconds: float) -> tuple[float, float, str]:
     return first_interim, final_at - marks["last_chunk"], text.strip()
 
 
+def concurrent_clients(stub, data: bytes, clients: int, per_client: int) -> tuple[int, float, list[float], int]:
+    """`clients` threads each sending `per_client` requests back to back: (clients, wall s, latencies, refused)."""
+    latencies: list[float] = []
+    refused = 0
+
+    def client() -> None:
+        nonlocal refused
+        for _ in range(per_client):
+            started = time.perf_counter()
+            try:
+                stub.Transcribe(asr_pb2.TranscribeRequest(audio=data, mime_type="audio/webm"), timeout=TIMEOUT)
+                latencies.append(time.perf_counter() - started)
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                refused += 1
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return clients, time.perf_counter() - started, latencies, refused
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10, help="warm requests per clip and path")
     parser.add_argument("--seed-runs", type=int, default=3, help="fresh-process requests per clip")
+    parser.add_argument("--per-client", type=int, default=4, help="requests per client in the throughput rows")
     args = parser.parse_args(argv)
 
     short_samples, rate = clips.wav_to_samples(clips.speak_wav(SHORT))
@@ -145,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[tuple[str, str, list[float]]] = []
     with tempfile.TemporaryDirectory() as scratch:
-        stack = Stack(StackConfig.on_free_ports(Path(scratch) / "run"))
+        # Single-user mode (the gateway listens on loopback): no API key to pass around.
+        run_dir = Path(scratch) / "run"
+        stack = Stack(StackConfig.on_free_ports(run_dir, data_dir=run_dir / "data", auth="off"))
         try:
             stack.start(timeout=900)
             url = stack.config.url + "/api/transcribe"
@@ -190,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
 
                 short_data, short_seconds = clip_set["short"]
                 streams = [stream_once(stub, short_data, short_seconds) for _ in range(3)]
+                throughput = [concurrent_clients(stub, short_data, clients, args.per_client)
+                              for clients in (1, 2, 4, 8)]
 
                 errors = words = 0
                 misses: list[tuple[str, str]] = []
@@ -219,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nlive dictation, {short_seconds:.1f} s clip streamed in real time (3 runs): first interim after "
           f"{statistics.median(s[0] for s in streams):.2f} s, final {statistics.median(s[1] for s in streams):.2f} s "
           f"after the last chunk; final text: {streams[0][2]!r}")
+    print(f"\nthroughput, {short_seconds:.1f} s clip over gRPC, {args.per_client} requests per client "
+          "(ASR_WORKERS=1, ASR_MAX_QUEUE=8: the defaults)")
+    print(f"{'clients':>7} {'clips/s':>8} {'audio s/s':>9} {'p50 s':>7} {'p95 s':>7}  refused")
+    for clients, wall, latencies, refused in throughput:
+        done = len(latencies)
+        print(f"{clients:>7} {done / wall:8.2f} {done * short_seconds / wall:9.1f} {p(latencies, 50):7.2f} "
+              f"{p(latencies, 95):7.2f}  {refused}")
     print(f"\nWER on {len(SENTENCES)} espeak-ng Spanish sentences ({words} words, normalised): "
           f"{100 * errors / words:.1f} % ({errors} errors)")
     for sentence, heard in misses:

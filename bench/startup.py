@@ -24,7 +24,8 @@ from scripts.stack import Stack, StackConfig  # noqa: E402
 
 
 def time_start(models_dir: Path, run_dir: Path) -> float:
-    stack = Stack(StackConfig.on_free_ports(run_dir, models_dir=models_dir))
+    # Auth on, as `make run` starts (the first-user bootstrap is part of the start), data in the run dir.
+    stack = Stack(StackConfig.on_free_ports(run_dir, models_dir=models_dir, data_dir=run_dir / "data"))
     started = time.perf_counter()
     try:
         stack.start(timeout=900)
