@@ -12,8 +12,15 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(BaseException):
+    """Raised from `receive` when the body passes the limit.
+
+    A BaseException, not an Exception: FastAPI reads the body inside
+    `except Exception` and turns anything raised there into a 400 "There was an
+    error parsing the body", so a chunked upload over the limit was answered 400
+    instead of 413 (found by tests/hostile/test_corpus.py). This way it passes
+    every `except Exception` up to BodySizeLimit, which answers 413.
+    """
 
 
 class BodySizeLimit:

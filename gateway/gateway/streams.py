@@ -13,6 +13,11 @@ from starlette.types import Receive, Scope, Send
 from .errors import ApiError
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# OpenAPI for routes that answer with a stream: without it the schema promised
+# only application/json, which schemathesis flagged (tests/hostile/test_fuzz.py).
+SSE_OPENAPI = {200: {"description": "JSON, or with streaming a text/event-stream of events",
+                     "content": {"text/event-stream": {"schema": {  # the schema of one event
+                         "type": "object", "properties": {"event": {"type": "string"}, "data": {"type": "string"}}}}}}}
 
 
 class ClosingStreamingResponse(StreamingResponse):

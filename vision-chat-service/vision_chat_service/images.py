@@ -38,7 +38,11 @@ def validate_image(data: bytes, label: str = "image") -> Image.Image:
         raise InvalidRequest(f"{label} is too large when decoded (decompression bomb refused)") from None
     except UnidentifiedImageError:
         raise InvalidRequest(f"{label} is not an image in a recognised format (JPEG, PNG, WebP, GIF, BMP)") from None
-    except OSError as error:
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        # Pillow's plugins signal a malformed file with any of these, not only
+        # OSError: a PNG whose chunk header is zeroed raises SyntaxError("broken PNG
+        # file") from load(), which escaped as an internal error (a 502) until the
+        # decoder fuzz (tests/hostile/test_fuzz.py) found it.
         raise InvalidRequest(f"{label} could not be decoded ({error}); the file may be truncated or corrupt") from None
     return image
 

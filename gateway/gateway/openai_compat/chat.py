@@ -13,7 +13,7 @@ from ..auth import current_principal
 from ..chat_calls import collect_answer, first_reply, with_heartbeats
 from ..clients import ClientsDep, SettingsDep, request_metadata
 from ..quotas import ChargedPrincipalDep, QuotasDep
-from ..streams import SSE_HEADERS, ClosingStreamingResponse
+from ..streams import SSE_HEADERS, SSE_OPENAPI, ClosingStreamingResponse
 from .convert import ChunkWriter, completion, completion_id, now, to_chat_request
 from .errors import OpenAIRoute, from_chat_grpc, sse_error
 from .schemas import ChatCompletionRequest
@@ -22,7 +22,7 @@ router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute,
                    dependencies=[Depends(current_principal)])
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", responses=SSE_OPENAPI)
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, clients: ClientsDep,
                                  settings: SettingsDep, principal: ChargedPrincipalDep, quotas: QuotasDep):
     """Text and images (`image_url` parts with data: URLs); `stream` gives Server-Sent Events."""

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import ApiError, from_grpc
+from ..errors import ApiError, from_grpc, http_error_message
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class OpenAIRoute(APIRoute):
             except RequestValidationError as error:
                 return openai_response(_from_validation(error))
             except StarletteHTTPException as error:
-                return openai_response(ApiError(error.status_code, str(error.detail), "http_error"))
+                return openai_response(ApiError(error.status_code, http_error_message(error), "http_error"))
             except Exception:
                 log.exception("unhandled error on %s", request.url.path)
                 return openai_response(ApiError(500, "internal error in the gateway; see its log", "internal"))

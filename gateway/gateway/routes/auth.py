@@ -18,7 +18,7 @@ from ..accounts import store
 from ..accounts.secrets import hash_password, new_token, verify_password
 from ..auth import SESSION_COOKIE, PrincipalDep, unauthorized
 from ..clients import SettingsDep
-from ..db.deps import DbDep
+from ..db.deps import DbDep, RowId
 from ..db.models import User
 from ..errors import ApiError, bad_request
 from ..quotas import too_many
@@ -129,7 +129,7 @@ async def create_key(body: KeyRequest, principal: PrincipalDep, db: DbDep):
 
 
 @router.delete("/keys/{key_id}", status_code=204)
-async def revoke_key(key_id: int, request: Request, principal: PrincipalDep, db: DbDep):
+async def revoke_key(key_id: RowId, request: Request, principal: PrincipalDep, db: DbDep):
     if not await store.revoke_api_key(db, principal.user_id, key_id):
         raise ApiError(404, f"no key {key_id}", "not_found")
     # The cache knows tokens, not key ids: the user's other credentials are simply checked again.

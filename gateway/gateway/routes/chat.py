@@ -20,7 +20,7 @@ from ..clients import ClientsDep, SettingsDep, request_metadata
 from ..conversations.turns import FINISH_NAMES, Turn, open_turn
 from ..errors import bad_request, from_grpc
 from ..quotas import ChargedPrincipalDep, QuotasDep
-from ..streams import SSE_HEADERS, ClosingStreamingResponse, StreamOutcome
+from ..streams import SSE_HEADERS, SSE_OPENAPI, ClosingStreamingResponse, StreamOutcome
 from ..uploads import is_present, read_upload
 
 router = APIRouter(tags=["chat"])
@@ -98,7 +98,7 @@ def sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-@router.post("/api/chat/stream")
+@router.post("/api/chat/stream", responses=SSE_OPENAPI)
 async def chat_stream(request: Request, clients: ClientsDep, settings: SettingsDep, principal: ChargedPrincipalDep,
                       quotas: QuotasDep, message: str | None = MessageForm, image: UploadFile | None = ImageForm,
                       conversation_id: str | None = ConversationForm, model: str | None = ModelForm):

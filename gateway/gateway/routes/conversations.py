@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..auth import PrincipalDep
 from ..conversations import store
 from ..conversations.turns import not_found
-from ..db.deps import DbDep, ImagesDep
+from ..db.deps import DbDep, ImagesDep, RowId
 from ..db.models import Conversation, Message
 from ..errors import ApiError
 
@@ -127,7 +127,7 @@ async def delete_conversation(conversation_id: str, principal: PrincipalDep, db:
 
 
 @router.delete("/conversations/{conversation_id}/messages/{message_id}", status_code=204)
-async def truncate_conversation(conversation_id: str, message_id: int, principal: PrincipalDep, db: DbDep,
+async def truncate_conversation(conversation_id: str, message_id: RowId, principal: PrincipalDep, db: DbDep,
                                 images: ImagesDep):
     """Deletes this message and every later one: what regenerate and edit-and-resend do
     before sending the turn again, so the model's history holds only the new version."""

@@ -73,6 +73,7 @@ class TransformersBackend:
         self._adapters: AdapterPool | None = None
         self._matches_base = None
         self._skipped: dict[str, str] = {}
+        self._max_token_chars = 0  # characters of the vocabulary's longest token, set at load
         self._watcher: asyncio.Task | None = None
 
     # --- life cycle -------------------------------------------------------
@@ -102,6 +103,7 @@ class TransformersBackend:
         loaded = load_model(path, self._settings, self._device)
         self._adapters = AdapterPool(loaded.model)
         self._matches_base = base_matcher(self._model_name, path)
+        self._max_token_chars = max((len(token) for token in loaded.prompter.tokenizer.get_vocab()), default=0)
         self._loaded = loaded
         weights = "nf4" if self._settings.chat_quantization == "4bit" else str(loaded.dtype).removeprefix("torch.")
         log.info("loaded %s (%s, %s, %s weights, %.0f MiB) on %s in %.1f s", self._model_name, loaded.family,
@@ -159,12 +161,28 @@ class TransformersBackend:
                 raise ModelNotFound(f"model {request.model!r} is not served here; this service serves "
                                     f"{self._model_name!r}")
             adapter = request.model
+        self._check_length(request)
         if adapter and adapter not in loaded:
             names = ", ".join(sorted(loaded)) or "none"
             raise ModelNotFound(f"adapter {adapter!r} is not available (loaded adapters: {names}; "
                                 f"they come from ADAPTERS_DIR={self._settings.adapters_dir})")
         self._check_images(request)
         return adapter or None
+
+    def _check_length(self, request: ChatRequest) -> None:
+        """Refuses text that cannot fit the context without tokenizing it.
+
+        Tokenizing is what made a huge prompt costly: a 20 MB message held the
+        worker for ~50 s and left ~600 MB more in the process each time, only to
+        be refused for its token count (tests/hostile/test_corpus.py). No token
+        covers more characters than the vocabulary's longest token, so text
+        longer than context × that length is certain not to fit.
+        """
+        characters = sum(len(message.text) for message in request.messages)
+        if self.context_length and self._max_token_chars and \
+                characters > self.context_length * self._max_token_chars:
+            raise InvalidRequest(f"the conversation is {characters:,} characters, too long for the model's "
+                                 f"context of {self.context_length} tokens")
 
     def _check_images(self, request: ChatRequest) -> None:
         prompter = self._loaded.prompter
