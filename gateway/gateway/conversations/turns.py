@@ -82,6 +82,12 @@ class Turn:
             self.user_message_id, self.answer_id = await store.begin_turn(
                 db, conversation, self.user_message.text, new_images, self.model)
 
+    async def store_whole(self, model: str, text: str, final: chat_pb2.ChatFinal) -> None:
+        """Both turns of an answer that came whole (not streamed): two writes, no progress saves."""
+        await self.begin(model)
+        self.parts = [text]
+        await self.end(final)
+
     async def add(self, delta: str) -> None:
         self.parts.append(delta)
         if self.answer_id is not None and time.monotonic() - self.last_flush >= FLUSH_EVERY_S:

@@ -29,13 +29,16 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
     chat_request = to_chat_request(body)
     if body.stream:
         release_slot = quotas.open_stream(principal.user_id)
+        call = clients.chat.Chat(chat_request, timeout=settings.chat_timeout_s, metadata=request_metadata(request))
         try:
-            call = clients.chat.Chat(chat_request, timeout=settings.chat_timeout_s,
-                                     metadata=request_metadata(request))
-            return await _stream(call, body, settings.sse_heartbeat_s, release_slot)
-        except BaseException:
+            first = await first_reply(call)
+        except BaseException as error:  # refused, failed, or the client left: nothing streams
+            call.cancel()
             release_slot()
+            if isinstance(error, grpc.aio.AioRpcError):
+                raise from_chat_grpc(error) from None
             raise
+        return _stream(call, first, body, settings.sse_heartbeat_s, release_slot)
     call = clients.chat.Chat(chat_request, timeout=settings.chat_timeout_s, metadata=request_metadata(request))
     try:
         answer = await collect_answer(call, default_model=body.model)
@@ -44,14 +47,8 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
     return completion(completion_id(), now(), answer.model, answer.text, answer.final)
 
 
-async def _stream(call, body: ChatCompletionRequest, heartbeat_s: float, release_slot) -> ClosingStreamingResponse:
-    try:
-        first = await first_reply(call)
-    except BaseException as error:
-        call.cancel()
-        if isinstance(error, grpc.aio.AioRpcError):
-            raise from_chat_grpc(error) from None
-        raise
+def _stream(call, first: chat_pb2.ChatResponse, body: ChatCompletionRequest, heartbeat_s: float,
+            release_slot) -> ClosingStreamingResponse:
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     writer = ChunkWriter(first.model or body.model, include_usage)
 

@@ -86,9 +86,7 @@ async def chat(request: Request, clients: ClientsDep, settings: SettingsDep, pri
             "done_reason": FINISH_NAMES.get(answer.final.finish_reason, "stop"),
             "usage": usage_of(answer.final), "timings": timings_of(answer.final)}
     if turn:
-        await turn.begin(answer.model)
-        await turn.add(answer.text)
-        await turn.end(answer.final)
+        await turn.store_whole(answer.model, answer.text, answer.final)
         body.update(conversation_id=turn.conversation_id, message_id=turn.answer_id,
                     user_message_id=turn.user_message_id)
     return body
