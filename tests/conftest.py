@@ -34,7 +34,11 @@ def stack(tmp_path_factory) -> Stack:
     # secured front below covers sign-in, several users and PostgreSQL.
     config = StackConfig.on_free_ports(run_dir, data_dir=run_dir / "data", auth="off", extra_env={
         "CHAT_MAX_TOKENS": TEST_MAX_TOKENS, "ASR_MAX_AUDIO_SECONDS": str(TEST_MAX_AUDIO_SECONDS),
-        "ADAPTERS_DIR": str(run_dir / "adapters")})
+        "ADAPTERS_DIR": str(run_dir / "adapters"),
+        # Every test shares the one local user: the default 60 model calls a minute
+        # would make later tests' 429s depend on how fast earlier ones ran. The
+        # limits themselves are tested on the secured front.
+        "RATE_LIMIT_PER_MINUTE": "100000", "MAX_STREAMS_PER_USER": "64"})
     running = Stack(config)
     try:
         running.start(timeout=900)
