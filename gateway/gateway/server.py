@@ -22,7 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("gateway").info("gateway listening on %s:%d (asr %s, chat %s)", settings.gateway_host,
                                       settings.gateway_port, settings.asr_addr, settings.chat_addr)
     # One worker: the gateway is I/O bound; scale out with replicas behind nginx.
-    uvicorn.run(create_app(settings), host=settings.gateway_host, port=settings.gateway_port,
-                log_level=settings.log_level.lower(), log_config=None, proxy_headers=True, forwarded_allow_ips="*",
-                timeout_graceful_shutdown=10)
+    # uvloop and httptools by name, not "auto": a missing one fails loudly
+    # instead of silently costing ~0.25 ms of CPU per request.
+    uvicorn.run(create_app(settings), host=settings.gateway_host, port=settings.gateway_port, loop="uvloop",
+                http="httptools", log_level=settings.log_level.lower(), log_config=None, proxy_headers=True,
+                forwarded_allow_ips="*", timeout_graceful_shutdown=10)
     return 0

@@ -10,6 +10,7 @@ adapters their base model (`parent`).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import PurePath
 
@@ -19,7 +20,7 @@ from chatbot_protos.chat.v1 import chat_pb2
 from fastapi import APIRouter, Depends, Request
 
 from ..auth import current_principal
-from ..clients import ClientsDep, ModelClients, SettingsDep, request_metadata
+from ..clients import ModelClients, request_metadata
 from ..config import Settings
 from ..errors import from_grpc
 from .errors import OpenAIApiError, OpenAIRoute
@@ -63,25 +64,37 @@ async def _speech_models(request: Request, clients: ModelClients, settings: Sett
         return [_transcription_entry(asr_pb2.ModelInfo(name=settings.asr_model, loaded=False))]
 
 
-async def _models(request: Request, clients: ModelClients, settings: Settings) -> list[dict]:
+async def _chat_models(request: Request, clients: ModelClients) -> list[dict]:
     try:
         reply = await clients.chat.ListModels(chat_pb2.ListModelsRequest(), timeout=LIST_TIMEOUT_S,
                                               metadata=request_metadata(request))
     except grpc.aio.AioRpcError as error:
         raise from_grpc(error, "chat") from None
-    return [*(_chat_entry(m) for m in reply.models), *await _speech_models(request, clients, settings)]
+    return [_chat_entry(m) for m in reply.models]
+
+
+async def _models(request: Request) -> list[dict]:
+    """Both services asked at once: the list costs one round trip, not two."""
+    clients, settings = request.app.state.clients, request.app.state.settings
+    speech = asyncio.ensure_future(_speech_models(request, clients, settings))
+    try:
+        chat = await _chat_models(request, clients)
+    except BaseException:
+        speech.cancel()
+        raise
+    return [*chat, *await speech]
 
 
 @router.get("/models")
-async def list_models(request: Request, clients: ClientsDep, settings: SettingsDep) -> dict:
+async def list_models(request: Request) -> dict:
     """Every model this server answers with."""
-    return {"object": "list", "data": await _models(request, clients, settings)}
+    return {"object": "list", "data": await _models(request)}
 
 
 @router.get("/models/{model:path}")
-async def retrieve_model(model: str, request: Request, clients: ClientsDep, settings: SettingsDep) -> dict:
+async def retrieve_model(model: str, request: Request) -> dict:
     """One model by id (ids may contain slashes, as Hugging Face ids do)."""
-    for entry in await _models(request, clients, settings):
+    for entry in await _models(request):
         if entry["id"] == model:
             return entry
     raise OpenAIApiError(404, f"model {model!r} is not served here", "model_not_found", "model")
