@@ -10,30 +10,11 @@ import httpx
 import openai
 import pytest
 from openai import OpenAI
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.audio_clips import speech
+from tests.support.metrics import samples_of, scrape, value
 
 CHAT_MODEL = "smollm2-135m-instruct"
-
-
-def scrape(gateway_url: str) -> dict[tuple[str, frozenset], float]:
-    """The gateway's samples once no request is in progress: a response's last
-    bytes can reach the client a moment before the gateway has counted it."""
-    deadline = time.monotonic() + 5
-    while True:
-        response = httpx.get(f"{gateway_url}/metrics", timeout=10)
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/plain")
-        samples = {(s.name, frozenset(s.labels.items())): s.value
-                   for family in text_string_to_metric_families(response.text) for s in family.samples}
-        if value(samples, "gateway_http_requests_in_progress") == 0 or time.monotonic() > deadline:
-            return samples
-        time.sleep(0.05)
-
-
-def value(samples: dict, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -138,22 +119,16 @@ def test_a_client_leaving_mid_stream_cancels_the_grpc_call(nginx_url, gateway_ur
         value(before, "gateway_backend_errors_total", **cancelled) + 1
 
 
-def raw_scrape(gateway_url: str) -> dict:
-    text = httpx.get(f"{gateway_url}/metrics", timeout=10).text
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
 def test_open_streams_and_calls_in_flight_show_while_a_stream_is_open(nginx_url, gateway_url):
     chat = {"method": "ChatService/Chat"}
     with httpx.Client(base_url=nginx_url, timeout=60) as http:
         with http.stream("POST", "/api/chat/stream", data={"message": "Escribe un poema largo."}) as response:
             assert response.status_code == 200
-            during = raw_scrape(gateway_url)
+            during = samples_of(gateway_url)
     assert value(during, "gateway_open_streams") >= 1
     assert value(during, "gateway_backend_calls_in_flight", **chat) >= 1
     deadline = time.monotonic() + 10
-    while value(after := raw_scrape(gateway_url), "gateway_open_streams") and time.monotonic() < deadline:
+    while value(after := samples_of(gateway_url), "gateway_open_streams") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert value(after, "gateway_open_streams") == 0
     assert value(after, "gateway_backend_calls_in_flight", **chat) == 0

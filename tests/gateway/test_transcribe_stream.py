@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.support import audio_clips as clips
+from tests.support.metrics import scrape_when, samples_of, value
 
 LONGER = "Buenos días. Quiero saber el tiempo de mañana en Madrid, por favor."
 TIMEOUT = 180
@@ -54,8 +55,24 @@ def events_until_close(ws) -> tuple[list[dict], int | None]:
         return events, closed.rcvd.code if closed.rcvd else None
 
 
-def test_live_dictation_streams_interim_then_final_events(ws_url, madrid):
+STREAMS = "gateway_dictation_streams_total"
+STREAM_METHOD = "Transcription/StreamingTranscribe"
+
+
+def after_stream_ends(gateway_url: str, before: dict, outcome: str) -> dict:
+    """The gateway's samples once it has counted one more socket ending with `outcome`
+    (the client sees the close a moment before the gateway counts it)."""
+    wanted = value(before, STREAMS, outcome=outcome) + 1
+    return scrape_when(gateway_url, lambda samples: value(samples, STREAMS, outcome=outcome) >= wanted)
+
+
+def moved(before: dict, after: dict, name: str, **labels: str) -> float:
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
+def test_live_dictation_streams_interim_then_final_events(ws_url, madrid, gateway_url):
     data, duration = madrid
+    before = samples_of(gateway_url)
     with connect(ws_url, open_timeout=30, max_size=None) as ws:
         ws.send(json.dumps({"mime_type": "audio/webm;codecs=opus", "language": "es"}))
         # Frames bigger than the 16 KiB gRPC chunk limit: the gateway cuts them.
@@ -73,6 +90,16 @@ def test_live_dictation_streams_interim_then_final_events(ws_url, madrid):
     assert len(finals) == 1 and events[-1] is finals[0], events
     assert "madrid" in plain(finals[0]["text"]) and finals[0]["language"] == "es"
 
+    # /metrics: the socket, its audio, its results and the wait after the end frame.
+    after = after_stream_ends(gateway_url, before, "completed")
+    assert moved(before, after, STREAMS, outcome="completed") == 1
+    assert moved(before, after, "gateway_dictation_audio_bytes_total") == len(data)
+    assert moved(before, after, "gateway_dictation_results_total", kind="interim") == len(interims)
+    assert moved(before, after, "gateway_dictation_results_total", kind="final") == 1
+    assert moved(before, after, "gateway_dictation_finish_seconds_count") == 1
+    assert 0 < moved(before, after, "gateway_dictation_finish_seconds_sum") < TIMEOUT
+    assert value(after, "gateway_backend_calls_in_flight", method=STREAM_METHOD) == 0
+
 
 def test_first_frame_that_is_not_the_json_config_is_an_error_event(ws_url, madrid):
     with connect(ws_url, open_timeout=30) as ws:
@@ -83,7 +110,8 @@ def test_first_frame_that_is_not_the_json_config_is_an_error_event(ws_url, madri
     assert "first frame" in events[0]["error"]
 
 
-def test_undecodable_audio_ends_with_the_services_error(ws_url):
+def test_undecodable_audio_ends_with_the_services_error(ws_url, gateway_url):
+    before = samples_of(gateway_url)
     with connect(ws_url, open_timeout=30) as ws:
         ws.send(json.dumps({"mime_type": "audio/webm"}))
         ws.send(bytes(range(256)) * 16)
@@ -91,6 +119,10 @@ def test_undecodable_audio_ends_with_the_services_error(ws_url):
         events, code = events_until_close(ws)
     assert code == 4400
     assert events[-1]["type"] == "error" and events[-1]["error_type"] == "invalid_audio", events
+    # Counted by its error type, and as a failed call to the ASR service.
+    after = after_stream_ends(gateway_url, before, "invalid_audio")
+    assert moved(before, after, STREAMS, outcome="invalid_audio") == 1
+    assert moved(before, after, "gateway_backend_errors_total", method=STREAM_METHOD, code="INVALID_ARGUMENT") == 1
 
 
 def test_unknown_language_is_refused_with_an_error_event(ws_url, madrid):
@@ -102,8 +134,9 @@ def test_unknown_language_is_refused_with_an_error_event(ws_url, madrid):
     assert events[-1]["type"] == "error" and "unknown language" in events[-1]["error"], events
 
 
-def test_closing_the_socket_cancels_the_transcription(ws_url, madrid, stack):
+def test_closing_the_socket_cancels_the_transcription(ws_url, madrid, stack, gateway_url):
     data, duration = madrid
+    before = samples_of(gateway_url)
     request_id = f"ws-cancel-{time.time_ns()}"
     with connect(ws_url, open_timeout=30, additional_headers={"X-Request-ID": request_id}) as ws:
         ws.send(json.dumps({"mime_type": "audio/webm;codecs=opus"}))
@@ -120,3 +153,7 @@ def test_closing_the_socket_cancels_the_transcription(ws_url, madrid, stack):
             break
         time.sleep(0.2)
     assert lines and "cancelled by the client" in lines[0], lines
+    after = after_stream_ends(gateway_url, before, "client_left")
+    assert moved(before, after, STREAMS, outcome="client_left") == 1
+    assert moved(before, after, "gateway_backend_errors_total", method=STREAM_METHOD, code="CANCELLED") == 1
+    assert value(after, "gateway_backend_calls_in_flight", method=STREAM_METHOD) == 0

@@ -7,7 +7,11 @@ What is measured where:
 - chat time to first token, tokens/s and token counts, transcription latency
   and audio seconds, failed gRPC calls: gRPC client interceptors
   (grpc_metrics.py), so every route that talks to the services is covered,
-  /api and /v1 alike.
+  /api and /v1 alike;
+- live dictation (WebSocket /api/transcribe/stream): the route itself
+  (routes/transcribe_stream.py), since a socket is neither an HTTP response
+  nor a single gRPC reply: streams by outcome, audio received, interim and
+  final results, and the wait for the last final result after the user stops.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 _TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 _TOKENS_PER_S_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 _TRANSCRIBE_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+_DICTATION_FINISH_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 
 
 class GatewayMetrics:
@@ -57,3 +62,14 @@ class GatewayMetrics:
                                        "there), by method", ["method"], registry=r)
         self.open_streams = Gauge("gateway_open_streams", "Chat streams and dictation sockets open now "
                                                           "(what the per-user stream limit counts)", registry=r)
+        self.dictation_streams = Counter("gateway_dictation_streams", "Live dictation sockets ended, by outcome: "
+                                         "completed, client_left, or the error type", ["outcome"], registry=r)
+        self.dictation_audio_bytes = Counter("gateway_dictation_audio_bytes", "Audio bytes received from dictating "
+                                                                              "browsers", registry=r)
+        self.dictation_results = Counter("gateway_dictation_results", "Transcription events sent to dictating "
+                                                                      "browsers, by kind (interim, final)",
+                                         ["kind"], registry=r)
+        self.dictation_finish_seconds = Histogram(
+            "gateway_dictation_finish_seconds", "From the browser's end frame to the last final result sent "
+                                                "(what the user waits for after they stop speaking)",
+            buckets=_DICTATION_FINISH_BUCKETS, registry=r)
