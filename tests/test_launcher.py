@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from scripts.stack import REPO, free_port
+from scripts.stack import REPO, ensure_certificate, expires_soon, free_port
+from tests.support.certificates import certificate_days, short_lived_pair
 
 
 def children_of(pid: int) -> set[int]:
@@ -69,3 +70,21 @@ def _read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
             return "".join(lines)
         assert time.monotonic() < deadline, "".join(lines)
     raise AssertionError("launcher exited early:\n" + "".join(lines))
+
+
+def test_the_launchers_certificate_lives_365_days_and_is_renewed_near_expiry_unless_put_there_by_hand(tmp_path):
+    tls = tmp_path / "tls"
+    cert, key = tls / "cert.pem", tls / "key.pem"
+    ensure_certificate(tls)
+    assert certificate_days(cert) == 365 and not expires_soon(cert)
+    assert key.stat().st_mode & 0o077 == 0
+
+    short_lived_pair(cert, key)  # its own certificate, 10 days from expiry
+    ensure_certificate(tls)
+    assert certificate_days(cert) == 365
+
+    (tls / "self-signed").unlink()  # now a pair put there by hand
+    short_lived_pair(cert, key)
+    before = cert.read_bytes()
+    ensure_certificate(tls)
+    assert cert.read_bytes() == before and expires_soon(cert)
