@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     # (SmolLM2's authors suggest 0.2).
     chat_temperature: float = Field(0.2, ge=0, le=2)
     chat_device: Literal["auto", "cpu", "cuda"] = "auto"
+    # transformers backend: one tiny generation (with an image on a vision model)
+    # before health turns SERVING. On a GPU the first generation pays for CUDA
+    # and cuBLAS start-up (4.2 s for an 11B-Vision-shaped model on an H200,
+    # bench/results/chat_gpu_h200_2026-11-28.txt): this way no user waits for it.
+    # auto = on for CUDA, off on the CPU (nothing comparable to pay there).
+    chat_warmup: Literal["auto", "on", "off"] = "auto"
     # 4bit = NF4 weights through bitsandbytes (transformers backend, CUDA): an
     # 11B vision model then fits in ~8 GiB instead of ~21 GiB, ~15 % slower.
     chat_quantization: Literal["none", "4bit"] = "none"

@@ -11,6 +11,7 @@ slot is held until it has.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import threading
 import time
@@ -20,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 from chatbot_protos.serving import in_daemon_thread
 
 from .. import embedded_model
 from ..adapters import base_matcher, scan
 from ..config import Settings
-from ..domain import ChatFinal, ChatRequest
+from ..domain import ChatFinal, ChatMessage, ChatRequest, GenerationOptions, Role
 from ..errors import BackendUnavailable, ChatError, InvalidRequest, ModelNotFound
 from ..limiter import ConcurrencyLimiter
 from ..stop_strings import StopStringFilter
@@ -35,6 +37,13 @@ from .loading import LoadedModel, load_model, pick_device
 from .streaming import CancelCriteria, QueueStreamer
 
 log = logging.getLogger(__name__)
+
+
+def warm_up_image() -> bytes:
+    """A small gray PNG: enough to run a vision model's image path once."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 @dataclass
@@ -81,6 +90,8 @@ class TransformersBackend:
     async def start(self) -> None:
         # A daemon thread, so that SIGTERM during a long download or load exits at once.
         await in_daemon_thread(self._load, "chat-model-loader")
+        if self._settings.chat_warmup == "on" or (self._settings.chat_warmup == "auto" and self._device == "cuda"):
+            await in_daemon_thread(self._warm_up, "chat-model-warmup")
         await self.refresh_adapters()
         if self._settings.chat_adapters_poll_s > 0:
             self._watcher = asyncio.create_task(self._watch_adapters())
@@ -109,6 +120,19 @@ class TransformersBackend:
         log.info("loaded %s (%s, %s, %s weights, %.0f MiB) on %s in %.1f s", self._model_name, loaded.family,
                  "vision" if loaded.prompter.vision else "text only", weights,
                  loaded.model.get_memory_footprint() / 2**20, self._device, time.perf_counter() - started)
+
+    def _warm_up(self) -> None:
+        """Runs one short generation, through the same path as a request, so that
+        the first user does not pay for the device's lazy start-up."""
+        started = time.perf_counter()
+        images = (warm_up_image(),) if self._loaded.prompter.vision else ()
+        request = ChatRequest(messages=(ChatMessage(Role.USER, "Hola", images),),
+                              options=GenerationOptions(temperature=0, max_tokens=2))
+        job = _Job(request, None, 2, loop=None, queue=None)
+        with torch.inference_mode():
+            self._loaded.model.generate(**self._encode(job), **self._generation_kwargs(job))
+        log.info("warmed up (one %s generation) in %.1f s", "image + text" if images else "text",
+                 time.perf_counter() - started)
 
     # --- adapters ---------------------------------------------------------
 
