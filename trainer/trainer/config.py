@@ -204,6 +204,13 @@ class TrainArguments:
         default=False, metadata=_help("TRL's selective checkpointing: keep matmul outputs, recompute the cheap ops")
     )
     activation_offloading: bool = field(default=False, metadata=_help("offload saved activations to CPU memory (TRL)"))
+    compile_layers: bool = field(
+        default=False,
+        metadata=_help(
+            "torch.compile every decoder block (inductor, dynamic shapes): fuses the small ops of norms, RoPE, "
+            "SwiGLU and LoRA and cuts Python overhead; the first steps pay the compilation"
+        ),
+    )
     use_liger_kernel: bool = field(
         default=False, metadata=_help("Liger's fused Triton kernels (GPU; package liger-kernel)")
     )

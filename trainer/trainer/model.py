@@ -136,26 +136,47 @@ def load_model(path: str, args: ModelArguments, train: TrainArguments) -> PreTra
 VARLEN_ATTENTION = "sdpa_varlen"
 
 
-def _flash_varlen(query: Any, key: Any, value: Any, cu_seq_lens: Any, max_length: int, scale: float | None) -> Any:
-    """Causal attention over packed rows: (T, heads, head_dim) in and out."""
-    import inspect
+# How this torch spells causal varlen attention, found once by register_varlen_attention()
+# (outside any torch.compile'd code: dynamo would break the graph on `inspect`).
+_VARLEN_CALL: str | None = None
 
-    import torch
+
+def _varlen_call() -> str:
+    """'window' (torch >= 2.10: causal is a (-1, 0) window), 'is_causal' (torch 2.9) or
+    'aten' (older: the op under both)."""
+    import inspect
 
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:  # torch < 2.9
-        varlen_attn = None
-    if varlen_attn is not None:
-        parameters = inspect.signature(varlen_attn).parameters
-        if "window_size" in parameters:  # torch >= 2.10: causal is a (-1, 0) window
-            return varlen_attn(
-                query, key, value, cu_seq_lens, cu_seq_lens, max_length, max_length, scale=scale, window_size=(-1, 0)
-            )
-        if "is_causal" in parameters:  # torch 2.9
-            return varlen_attn(
-                query, key, value, cu_seq_lens, cu_seq_lens, max_length, max_length, is_causal=True, scale=scale
-            )
+        return "aten"
+    parameters = inspect.signature(varlen_attn).parameters
+    if "window_size" in parameters:
+        return "window"
+    if "is_causal" in parameters:
+        return "is_causal"
+    return "aten"
+
+
+def _flash_varlen(query: Any, key: Any, value: Any, cu_seq_lens: Any, max_length: Any, scale: float | None) -> Any:
+    """Causal attention over packed rows: (T, heads, head_dim) in and out."""
+    import torch
+
+    global _VARLEN_CALL
+    if _VARLEN_CALL is None:
+        _VARLEN_CALL = _varlen_call()
+    if _VARLEN_CALL == "window":
+        from torch.nn.attention.varlen import varlen_attn
+
+        return varlen_attn(
+            query, key, value, cu_seq_lens, cu_seq_lens, max_length, max_length, scale=scale, window_size=(-1, 0)
+        )
+    if _VARLEN_CALL == "is_causal":
+        from torch.nn.attention.varlen import varlen_attn
+
+        return varlen_attn(
+            query, key, value, cu_seq_lens, cu_seq_lens, max_length, max_length, is_causal=True, scale=scale
+        )
     # The op under both (differentiable): output, logsumexp, rng state, ...
     return torch.ops.aten._flash_attention_forward(
         query, key, value, cu_seq_lens, cu_seq_lens, max_length, max_length, 0.0, True, False, scale=scale
@@ -193,15 +214,19 @@ def varlen_attention_forward(
     groups = query.shape[1] // key.shape[1]
     if groups > 1:  # grouped-query attention: one key/value head per query head
         key, value = repeat_kv(key, groups), repeat_kv(value, groups)
-    max_length = kwargs.get("max_length_q")
+    max_length = kwargs.get("max_length_q")  # a Python int from TRL's collator
     if max_length is None:
-        max_length = int(cu_seq_lens.diff().max())
+        max_length = cu_seq_lens.diff().max()
+    if isinstance(max_length, torch.Tensor):
+        max_length = int(max_length)
+    # An int (or, under torch.compile with dynamic shapes, a symbolic one) is passed
+    # as is: int() would pin a compiled layer to one value and recompile per batch.
     output = _flash_varlen(
         query[0].transpose(0, 1),
         key[0].transpose(0, 1),
         value[0].transpose(0, 1),
         cu_seq_lens.to(device=query.device, dtype=torch.int32),
-        int(max_length),
+        max_length,
         scaling,
     )
     return output.unsqueeze(0), None
@@ -212,6 +237,8 @@ def register_varlen_attention() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+    global _VARLEN_CALL
+    _VARLEN_CALL = _varlen_call()
     AttentionInterface.register(VARLEN_ATTENTION, varlen_attention_forward)
     # sdpa's mask, for the batches that fall back to sdpa; packed batches ignore it.
     AttentionMaskInterface.register(VARLEN_ATTENTION, sdpa_mask)

@@ -124,6 +124,25 @@ def skip_checkpointing_callback(count: int) -> Any:
     return SkipCheckpointing()
 
 
+def compile_decoder_layers(model: Any, backend: str = "inductor") -> int:
+    """torch.compile each decoder block in place (nn.Module.compile), inside the
+    gradient-checkpointing wrapper, so the recompute runs the compiled code too.
+    Dynamic shapes: packed batches change length every step. The blocks share one
+    compiled graph (their parameters are inputs), so the recompile limit is only
+    raised as a guard. Returns how many blocks were compiled."""
+    import torch
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    for name in ("recompile_limit", "cache_size_limit"):  # the limit's name changed in torch 2.6
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(64, getattr(torch._dynamo.config, name)))
+    blocks = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
+    for block in blocks:
+        block.compile(backend=backend, dynamic=True)
+    log.info("torch.compile (%s) on %d decoder blocks", backend, len(blocks))
+    return len(blocks)
+
+
 def build_trainer(
     config: Config,
     model: PreTrainedModel,
@@ -139,7 +158,7 @@ def build_trainer(
     callbacks = list(callbacks or [])
     if config.train.gradient_checkpointing and config.train.gradient_checkpointing_skip_last:
         callbacks.append(skip_checkpointing_callback(config.train.gradient_checkpointing_skip_last))
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=model,
         args=sft_config(config, output_dir, text_field),
         train_dataset=train_dataset,
@@ -148,6 +167,9 @@ def build_trainer(
         peft_config=lora_config(config.lora, model),
         callbacks=callbacks or None,
     )
+    if config.train.compile_layers:  # after PEFT and Liger have swapped their modules in
+        compile_decoder_layers(trainer.model)
+    return trainer
 
 
 def trained_tokens(trainer: SFTTrainer) -> int | None:
