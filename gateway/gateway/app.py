@@ -26,6 +26,7 @@ from .observability.metrics import GatewayMetrics
 from .openai_compat import routers as openai_routers
 from .quotas import TokenBuckets, UserQuotas
 from .request_id import RequestId
+from .storage_errors import install_storage_handlers
 from .routes import auth, chat, conversations as conversation_routes, health, metrics, transcribe, transcribe_stream
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.login_attempts = TokenBuckets(settings.login_attempts_per_minute)
     app.state.credentials = CredentialCache(settings.auth_cache_s)
     install_handlers(app)
+    install_storage_handlers(app)
     for router in (chat.router, transcribe.router, health.router, *openai_routers, metrics.router,
                    transcribe_stream.router, auth.router, conversation_routes.router):
         app.include_router(router)

@@ -10,6 +10,7 @@ import uvicorn
 from .app import create_app
 from .config import load_settings
 from .observability.logs import configure_logging
+from .storage_errors import check_data_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = load_settings(**({"gateway_port": args.port} if args.port is not None else {}))
     configure_logging(settings.log_level, settings.gateway_log_format)
+    check_data_dir(settings.gateway_data_dir)
     logging.getLogger("gateway").info("gateway listening on %s:%d (asr %s, chat %s)", settings.gateway_host,
                                       settings.gateway_port, settings.asr_addr, settings.chat_addr)
     # One worker: the gateway is I/O bound; scale out with replicas behind nginx.

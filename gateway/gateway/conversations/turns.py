@@ -12,16 +12,21 @@ client left or the stream broke: what was generated is kept) or "failed".
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
 from chatbot_protos.chat.v1 import chat_pb2
+from sqlalchemy.exc import DBAPIError
 
 from ..db.engine import Database
 from ..db.models import Conversation, Message
 from ..errors import ApiError
+from ..storage_errors import storage_failure
 from . import store
 from .images import ImageStore, sniff_type
+
+log = logging.getLogger(__name__)
 
 _ROLES = {"user": chat_pb2.ROLE_USER, "assistant": chat_pb2.ROLE_ASSISTANT}
 FINISH_NAMES = {chat_pb2.FINISH_REASON_STOP: "stop", chat_pb2.FINISH_REASON_LENGTH: "length"}
@@ -92,12 +97,28 @@ class Turn:
         self.parts.append(delta)
         if self.answer_id is not None and time.monotonic() - self.last_flush >= FLUSH_EVERY_S:
             self.last_flush = time.monotonic()
-            await self._save("streaming")
+            try:
+                await self._save("streaming")
+            except (OSError, DBAPIError) as error:
+                if storage_failure(error) is None:
+                    raise
+                # The answer keeps streaming to the user; the save at the end tries again.
+                log.warning("could not save the answer in progress (%s); the stream goes on", error)
 
     async def end(self, final: chat_pb2.ChatFinal | None, failure: ApiError | None = None) -> None:
         """Stores the answer: complete with a final message, else incomplete (some text) or failed."""
         if self.answer_id is None:
             return
+        try:
+            await self._store_end(final, failure)
+        except (OSError, DBAPIError) as error:
+            if storage_failure(error) is None:
+                raise
+            # The user has the answer already; the stored one stays "streaming" with what the last save
+            # kept, and the next start marks it incomplete (close_abandoned_turns).
+            log.error("could not store the end of answer %s: %s", self.answer_id, error)
+
+    async def _store_end(self, final: chat_pb2.ChatFinal | None, failure: ApiError | None) -> None:
         if final is not None:
             await self._save("complete", final.prompt_tokens, final.completion_tokens,
                              finish_reason=FINISH_NAMES.get(final.finish_reason, "stop"))
