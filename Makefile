@@ -6,6 +6,14 @@ VENV := .venv
 PIP_FLAGS := --quiet --disable-pip-version-check
 # A bare `torch` requirement would pull a multi-GB CUDA build; pin the CPU one.
 TORCH_CPU := torch==2.13.0
+# Each venv installs with its lock as pip constraints (-c): the exact versions
+# tested together, whatever the pyproject ranges allow. Written from the venvs
+# by scripts/lock_requirements.py; tests/test_dependency_audit.py audits them.
+ASR_LOCK := asr-service/requirements.lock
+CHAT_LOCK := vision-chat-service/requirements.lock
+GATEWAY_LOCK := gateway/requirements.lock
+TRAINER_LOCK := trainer/requirements.lock
+TEST_LOCK := tests/requirements.lock
 
 SERVICE_VENVS := $(VENV)/asr/.installed $(VENV)/chat/.installed $(VENV)/gateway/.installed
 
@@ -28,41 +36,41 @@ system-test: system-run
 
 # Each venv is rebuilt only when its package definition changes, so a second
 # `make run` goes straight to starting the services.
-$(VENV)/asr/.installed: asr-service/pyproject.toml protos/pyproject.toml
+$(VENV)/asr/.installed: asr-service/pyproject.toml protos/pyproject.toml $(ASR_LOCK)
 	$(PYTHON) -m venv $(VENV)/asr
-	$(VENV)/asr/bin/pip install $(PIP_FLAGS) -e protos -e 'asr-service[embedded]'
+	$(VENV)/asr/bin/pip install $(PIP_FLAGS) -c $(ASR_LOCK) -e protos -e 'asr-service[embedded]'
 	touch $@
 
 # The optional openai-whisper engine, for its tests (`make run` does not need
 # it): CPU torch from the pinned file first, then --no-deps so that triton
 # (1 GB, CUDA only) stays out; see asr-service/requirements-openai-whisper-cpu.txt.
 $(VENV)/asr/.openai-whisper: $(VENV)/asr/.installed asr-service/requirements-openai-whisper-cpu.txt
-	$(VENV)/asr/bin/pip install $(PIP_FLAGS) $(TORCH_CPU)
-	$(VENV)/asr/bin/pip install $(PIP_FLAGS) --no-deps -r asr-service/requirements-openai-whisper-cpu.txt
+	$(VENV)/asr/bin/pip install $(PIP_FLAGS) -c $(ASR_LOCK) $(TORCH_CPU)
+	$(VENV)/asr/bin/pip install $(PIP_FLAGS) -c $(ASR_LOCK) --no-deps -r asr-service/requirements-openai-whisper-cpu.txt
 	touch $@
 
-$(VENV)/chat/.installed: vision-chat-service/pyproject.toml vision-chat-service/requirements-embedded.txt protos/pyproject.toml
+$(VENV)/chat/.installed: vision-chat-service/pyproject.toml vision-chat-service/requirements-embedded.txt protos/pyproject.toml $(CHAT_LOCK)
 	$(PYTHON) -m venv $(VENV)/chat
-	$(VENV)/chat/bin/pip install $(PIP_FLAGS) $(TORCH_CPU)
-	$(VENV)/chat/bin/pip install $(PIP_FLAGS) -e protos -e vision-chat-service
-	$(VENV)/chat/bin/pip install $(PIP_FLAGS) --no-deps -r vision-chat-service/requirements-embedded.txt
+	$(VENV)/chat/bin/pip install $(PIP_FLAGS) -c $(CHAT_LOCK) $(TORCH_CPU)
+	$(VENV)/chat/bin/pip install $(PIP_FLAGS) -c $(CHAT_LOCK) -e protos -e vision-chat-service
+	$(VENV)/chat/bin/pip install $(PIP_FLAGS) -c $(CHAT_LOCK) --no-deps -r vision-chat-service/requirements-embedded.txt
 	touch $@
 
-$(VENV)/gateway/.installed: gateway/pyproject.toml protos/pyproject.toml
+$(VENV)/gateway/.installed: gateway/pyproject.toml protos/pyproject.toml $(GATEWAY_LOCK)
 	$(PYTHON) -m venv $(VENV)/gateway
-	$(VENV)/gateway/bin/pip install $(PIP_FLAGS) -e protos -e gateway
+	$(VENV)/gateway/bin/pip install $(PIP_FLAGS) -c $(GATEWAY_LOCK) -e protos -e gateway
 	touch $@
 
 # The QLoRA trainer (not a service: `make run` does not need it; the tests do).
-$(VENV)/trainer/.installed: trainer/pyproject.toml
+$(VENV)/trainer/.installed: trainer/pyproject.toml $(TRAINER_LOCK)
 	$(PYTHON) -m venv $(VENV)/trainer
-	$(VENV)/trainer/bin/pip install $(PIP_FLAGS) $(TORCH_CPU)
-	$(VENV)/trainer/bin/pip install $(PIP_FLAGS) -e trainer
+	$(VENV)/trainer/bin/pip install $(PIP_FLAGS) -c $(TRAINER_LOCK) $(TORCH_CPU)
+	$(VENV)/trainer/bin/pip install $(PIP_FLAGS) -c $(TRAINER_LOCK) -e trainer
 	touch $@
 
-$(VENV)/test/.installed: tests/requirements.txt protos/pyproject.toml
+$(VENV)/test/.installed: tests/requirements.txt protos/pyproject.toml $(TEST_LOCK)
 	$(PYTHON) -m venv $(VENV)/test
-	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(VENV)/test/bin/pip install $(PIP_FLAGS) -e protos -r tests/requirements.txt
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(VENV)/test/bin/pip install $(PIP_FLAGS) -c $(TEST_LOCK) -e protos -r tests/requirements.txt
 	touch $@
 
 # Regenerates the gRPC stubs after a .proto change.

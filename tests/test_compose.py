@@ -9,6 +9,7 @@ self-signed certificate script) are run for real.
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.support.certificates import certificate_days, short_lived_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -517,6 +520,127 @@ def test_frontend_image_renders_the_template_and_makes_the_certificate():
     assert env("nginx")["TLS_CERT_DIR"] == "/etc/nginx/tls"
 
 
+def compose_binary() -> list[str] | None:
+    """Docker Compose v2, as a CLI plugin or standalone, where one is installed (no engine needed)."""
+    plugin = Path.home() / ".docker" / "cli-plugins" / "docker-compose"
+    if plugin.is_file():
+        return [str(plugin)]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+def test_compose_itself_accepts_the_file():
+    """`docker compose config` validates against the Compose schema (keys, types, merges)."""
+    binary = compose_binary()
+    if binary is None:
+        pytest.skip("no docker compose binary here; the YAML checks above still ran")
+    done = subprocess.run([*binary, "--profile", "train", "-f", str(COMPOSE_FILE), "config", "-q"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+
+
+# ---------------------------------------------------------------- least privilege
+# One rule per property, over every service; the exceptions are named here with their reason.
+
+# May keep a writable root filesystem.
+WRITABLE_ROOT = {
+    "ollama": "upstream image, as root, writing /root/.ollama; a read-only root is unverified with its GPU runners",
+    "ollama-pull": "the upstream ollama image used as a client; same image as ollama",
+    "trainer": "one-shot job whose libraries cache into $HOME at run time (Triton for Liger, matplotlib)",
+}
+# May run as root: only images we do not build.
+RUNS_AS_ROOT = {
+    "ollama": "upstream ollama/ollama runs as root and keeps models in /root/.ollama (ollama/ollama#5986); "
+              "moving that path needs checking on the GPU server with the pinned release",
+    "ollama-pull": "the same upstream image",
+}
+# What each read-only service writes, as paths or $VARIABLES of its environment: each
+# must be a volume or a tmpfs. /tmp: Python's tempfile (the gateway spools uploads there).
+WRITTEN = {
+    "asr": ["/tmp", "$MODELS_DIR"],
+    "vision-chat": ["/tmp", "$MODELS_DIR"],
+    "gateway": ["/tmp", "$GATEWAY_DATA_DIR"],
+    # The entrypoint renders the template into conf.d and makes the certificate at start.
+    "nginx": ["$NGINX_TEMP_DIR", "/etc/nginx/conf.d", "$TLS_CERT_DIR"],
+}
+ROOT_USERS = {"root", "0", "0:0"}
+
+
+def tmpfs_paths(name: str) -> set[str]:
+    entries = service(name).get("tmpfs") or []
+    return {entry.split(":", 1)[0] for entry in ([entries] if isinstance(entries, str) else entries)}
+
+
+def mounted(name: str, path: str) -> bool:
+    """The path is a tmpfs or a volume of the service, or lies inside one."""
+    targets = tmpfs_paths(name) | {target for _, target, _ in volume_mounts(name)}
+    return any(path == target or path.startswith(target.rstrip("/") + "/") for target in targets)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_SERVICES - set(WRITABLE_ROOT)))
+def test_service_runs_with_a_read_only_root_filesystem(name):
+    assert service(name).get("read_only") is True, f"{name}: read_only is not true"
+    assert name in WRITTEN, f"{name}: say in WRITTEN which paths it writes"
+
+
+@pytest.mark.parametrize("name", sorted(WRITABLE_ROOT))
+def test_each_writable_root_exception_is_still_one_and_says_why(name):
+    assert name in EXPECTED_SERVICES and WRITABLE_ROOT[name].strip()
+    assert not service(name).get("read_only"), f"{name} is read-only now: drop it from WRITABLE_ROOT"
+
+
+@pytest.mark.parametrize("name", sorted(WRITTEN))
+def test_read_only_service_has_a_volume_or_tmpfs_for_every_path_it_writes(name):
+    paths = [env(name)[item[1:]] if item.startswith("$") else item for item in WRITTEN[name]]
+    unwritable = [path for path in paths if not mounted(name, path)]
+    assert not unwritable, f"{name}: writes {unwritable}, which are neither a volume nor a tmpfs"
+
+
+def test_nginx_pid_file_is_written_where_it_may_write():
+    """The stock nginx.conf puts it in /var/run, which a non-root master cannot write."""
+    text = dockerfile_path("nginx").read_text()
+    pid = re.search(r"pid (/\S+);", text)
+    assert pid, "frontend/Dockerfile does not move nginx's pid file"
+    where = str(Path(pid.group(1)).parent)
+    assert mounted("nginx", where), f"nginx: the pid file {pid.group(1)} is on the read-only root"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_SERVICES))
+def test_service_drops_every_capability(name):
+    spec = service(name)
+    assert [cap.upper() for cap in spec.get("cap_drop") or []] == ["ALL"], f"{name}: cap_drop is not [ALL]"
+    assert not spec.get("cap_add"), f"{name}: adds capabilities {spec.get('cap_add')}"
+    assert not spec.get("privileged"), f"{name}: privileged"
+
+
+@pytest.mark.parametrize("name", sorted(PORT_VARS))
+def test_nothing_listens_below_1024_so_no_capability_is_needed(name):
+    low = {var: env(name)[var] for var in PORT_VARS[name] if int(env(name)[var]) < 1024}
+    assert not low, f"{name}: ports below 1024 need CAP_NET_BIND_SERVICE: {low}"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_SERVICES))
+def test_service_cannot_gain_privileges(name):
+    options = [option.replace("=", ":") for option in service(name).get("security_opt") or []]
+    assert "no-new-privileges:true" in options, f"{name}: security_opt lacks no-new-privileges:true"
+
+
+@pytest.mark.parametrize("name", sorted(RUNS_AS_ROOT))
+def test_only_images_we_do_not_build_may_run_as_root_and_each_says_why(name):
+    assert name in EXPECTED_SERVICES and RUNS_AS_ROOT[name].strip()
+    assert "build" not in service(name), f"{name}: an image we build must not run as root ({RUNS_AS_ROOT[name]})"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_SERVICES - set(RUNS_AS_ROOT)))
+def test_service_runs_as_a_non_root_user(name):
+    spec = service(name)
+    assert str(spec.get("user", "")) not in ROOT_USERS, f"{name}: compose sets user {spec['user']!r}"
+    if "user" not in spec:
+        users = [args for keyword, args in dockerfile_instructions(dockerfile_path(name)) if keyword == "USER"]
+        assert users and users[-1] not in ROOT_USERS, f"{name}: its Dockerfile does not end with a non-root USER"
+
+
 # ---------------------------------------------------------------- helpers, run for real
 
 
@@ -581,3 +705,27 @@ def test_certificate_script_makes_a_certificate_once_with_the_names_given(tmp_pa
     second = subprocess.run(["sh", str(CERT_SCRIPT)], env=environment, capture_output=True, text=True, timeout=60)
     assert second.returncode == 0, second.stdout + second.stderr
     assert cert.read_bytes() == before, "an existing certificate must be kept across restarts"
+
+
+def test_certificate_script_renews_its_own_certificate_near_expiry_and_never_a_real_one(tmp_path):
+    cert_dir = tmp_path / "tls"
+    environment = {"PATH": "/usr/bin:/bin", "TLS_CERT_DIR": str(cert_dir)}
+    made = subprocess.run(["sh", str(CERT_SCRIPT)], env=environment, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stdout + made.stderr
+    cert, key = cert_dir / "cert.pem", cert_dir / "key.pem"
+    # Mozilla's "intermediate" profile: at most 366 days (tests/hostile/test_tls_scan.py scans the native one).
+    assert certificate_days(cert) == 365
+    assert (cert_dir / "self-signed").is_file()
+
+    # Its own certificate, 10 days from expiry: replaced by a new one of 365 days.
+    short_lived_pair(cert, key)
+    renewed = subprocess.run(["sh", str(CERT_SCRIPT)], env=environment, capture_output=True, text=True, timeout=60)
+    assert renewed.returncode == 0 and "expires within 30 days" in renewed.stdout, renewed.stdout + renewed.stderr
+    assert certificate_days(cert) == 365
+
+    # A pair put there by hand (no mark): kept even when it is about to expire.
+    (cert_dir / "self-signed").unlink()
+    short_lived_pair(cert, key)
+    before = cert.read_bytes()
+    kept = subprocess.run(["sh", str(CERT_SCRIPT)], env=environment, capture_output=True, text=True, timeout=60)
+    assert kept.returncode == 0 and cert.read_bytes() == before, kept.stdout + kept.stderr

@@ -67,6 +67,11 @@ def from_grpc(error: grpc.aio.AioRpcError, service: str) -> ApiError:
     return ApiError(status, details, error_type)
 
 
+def not_utf8(what: str, error: UnicodeDecodeError) -> str:
+    """The message for text that is not UTF-8: the JSON body here, a form field in forms.py."""
+    return f"{what} is not valid UTF-8 ({error.reason} at byte {error.start})"
+
+
 def http_error_message(error: StarletteHTTPException) -> str:
     """The detail of an HTTPException, naming the cause where FastAPI's does not.
 
@@ -78,7 +83,7 @@ def http_error_message(error: StarletteHTTPException) -> str:
     if isinstance(cause, RecursionError):
         return "the JSON body is nested too deeply to parse"
     if isinstance(cause, UnicodeDecodeError):
-        return f"the body is not valid UTF-8 ({cause.reason} at byte {cause.start})"
+        return not_utf8("the body", cause)
     return str(error.detail)
 
 

@@ -82,6 +82,7 @@ class Case:
     send: Callable[[httpx.Client, str], httpx.Response]
     status: int
     says: str  # a piece of the error message that names the problem
+    error_type: str | None = None  # the body's error_type (/v1: error.code), where a case pins it
 
 
 def audio(name: str, mime: str, make: Callable[[], bytes] | None = None) -> Callable:
@@ -109,12 +110,19 @@ def raw_json(path: str, content: bytes | Callable[[], bytes]) -> Callable:
                                          headers={"content-type": "application/json"})
 
 
-def raw_form(path: str, parts: dict[str, bytes]) -> Callable:
-    """A multipart body written by hand, so its fields can hold bytes that are not UTF-8."""
+def raw_form(path: str, parts: dict[str, bytes], charset: str | None = None) -> Callable:
+    """A multipart body written by hand, so its fields can hold bytes that are not UTF-8.
+    A field whose value is b"KEPT" names the corpus's conversation."""
     body = b"".join(b'--XyZ\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n' % (name.encode(), value)
                     for name, value in parts.items()) + b"--XyZ--\r\n"
+    content_type = "multipart/form-data; boundary=XyZ" + (f"; charset={charset}" if charset else "")
     return lambda client, kept: client.post(path, content=body.replace(b"KEPT", kept.encode()),
-                                            headers={"content-type": "multipart/form-data; boundary=XyZ"})
+                                            headers={"content-type": content_type})
+
+
+def not_utf8(field: str, reason: str, at: int) -> str:
+    """The gateway's message for a form field that is not UTF-8 (gateway/gateway/forms.py)."""
+    return f"field '{field}' is not valid UTF-8 ({reason} at byte {at})"
 
 
 def user(text: str) -> list[dict]:
@@ -173,11 +181,26 @@ CASES: dict[str, Case] = {
                                           400, "not valid UTF-8"),
     "json-invalid-utf8-conversations": Case(raw_json("/api/conversations", b'{"title": "\xc3\x28"}'), 400,
                                             "not valid UTF-8"),
-    # invalid UTF-8 in form fields that name things: refused as unknown, with the name
-    "form-invalid-utf8-model": Case(raw_form("/api/chat", {"message": b"hola", "model": b"\xff\xfe../x"}), 404,
-                                    "is not served here"),
+    # invalid UTF-8 in any text field of a form: a 400 naming the field and the first bad byte, before any
+    # work (Starlette alone would read it as Latin-1). message-latin1.txt is "¿Qué tal, señor?" in Latin-1.
+    "form-latin1-message-api-chat": Case(raw_form("/api/chat", {"message": bad("message-latin1.txt"),
+                                                                "conversation_id": b"KEPT"}),
+                                         400, not_utf8("message", "invalid start byte", 0), "http_error"),
+    "form-invalid-utf8-message-api-chat": Case(raw_form("/api/chat", {"message": b"hola \xff\xfe"}),
+                                               400, not_utf8("message", "invalid start byte", 5), "http_error"),
+    "form-invalid-utf8-message-api-chat-stream": Case(raw_form("/api/chat/stream", {"message": b"hola \xc3\x28"}),
+                                                      400, not_utf8("message", "invalid continuation byte", 5),
+                                                      "http_error"),
+    "form-invalid-utf8-model": Case(raw_form("/api/chat", {"message": b"hola", "model": b"\xff\xfe../x"}), 400,
+                                    not_utf8("model", "invalid start byte", 0), "http_error"),
     "form-invalid-utf8-conversation": Case(raw_form("/api/chat", {"message": b"hola", "conversation_id": b"\xc3\x28"}),
-                                           404, "no conversation"),
+                                           400, not_utf8("conversation_id", "invalid continuation byte", 0),
+                                           "http_error"),
+    "form-invalid-utf8-language-api-transcribe": Case(raw_form("/api/transcribe", {"language": b"es\xe9"}), 400,
+                                                      not_utf8("language", "unexpected end of data", 2), "http_error"),
+    "form-invalid-utf8-prompt-v1-transcriptions": Case(
+        raw_form("/v1/audio/transcriptions", {"model": b"whisper-1", "prompt": b"se\xf1or"}), 400,
+        not_utf8("prompt", "invalid continuation byte", 2), "http_error"),
     # prompts longer than the context
     "prompt-over-context-api-chat": Case(chat_form(message=LONG_PROMPT), 400, "exceeds the model's context of 8192"),
     "prompt-over-context-completions": Case(completions({"messages": user(LONG_PROMPT)}), 400,
@@ -196,12 +219,19 @@ def message_of(response: httpx.Response) -> str:
     return error["message"] if isinstance(error, dict) else error  # /v1's OpenAI shape or /api's
 
 
+def error_type_of(response: httpx.Response) -> str:
+    body = response.json()
+    return body["error"]["code"] if isinstance(body["error"], dict) else body["error_type"]
+
+
 @pytest.mark.parametrize("name", CASES, ids=list(CASES))
 def test_hostile_input_is_refused_with_a_4xx_that_names_the_problem(name, client, kept, before):
     case = CASES[name]
     response = case.send(client, kept)
     assert response.status_code == case.status, response.text
     assert case.says in message_of(response), response.text
+    if case.error_type:
+        assert error_type_of(response) == case.error_type, response.text
 
 
 def test_a_100mb_upload_straight_to_the_gateway_is_cut_off_at_the_limit(gateway_url, before):
@@ -241,14 +271,25 @@ def test_a_webm_cut_in_half_is_transcribed_up_to_the_cut(client, before):
     assert response.json()["transcription"].strip()
 
 
-def test_invalid_utf8_in_the_message_field_is_read_leniently_never_a_5xx(client, before):
-    """Starlette decodes a form field that is not UTF-8 as Latin-1 (multipart)
-    instead of refusing it; the answer and the stored turn agree on that text."""
+SPANISH = "¿Qué tal, señor?"
+
+
+@pytest.mark.parametrize("message, charset", [(SPANISH.encode(), None), (bad("message-latin1.txt"), "iso-8859-1")],
+                         ids=["utf-8", "latin-1-declared"])
+def test_a_spanish_message_in_a_form_is_answered_and_stored_as_sent(message, charset, client, before):
+    """The UTF-8 check refuses bytes only, never accents: UTF-8 Spanish passes, and so
+    do the Latin-1 bytes of the corpus once the Content-Type declares that charset."""
     conversation = client.post("/api/conversations", json={}).json()["id"]
-    response = raw_form("/api/chat", {"message": b"hola \xff\xfe", "conversation_id": b"KEPT"})(client, conversation)
+    response = raw_form("/api/chat", {"message": message, "conversation_id": b"KEPT"}, charset)(client, conversation)
     assert response.status_code == 200, response.text
     stored = client.get(f"/api/conversations/{conversation}").json()["messages"]
-    assert [m["content"] for m in stored] == ["hola \xff\xfe", response.json()["message"]["content"]]
+    assert [m["content"] for m in stored] == [SPANISH, response.json()["message"]["content"]]
+
+
+def test_a_spanish_message_in_a_form_streams(client, before):
+    response = raw_form("/api/chat/stream", {"message": SPANISH.encode()})(client, "")
+    assert response.status_code == 200, response.text
+    assert "event: done" in response.text and "event: error" not in response.text, response.text
 
 
 def test_after_the_corpus_nothing_restarted_memory_is_near_its_baseline_and_the_conversation_is_intact(

@@ -111,6 +111,8 @@ def write_small_corpus(folder: Path) -> None:
         "script.svg": b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.cookie)</script></svg>\n',
         "script.html": b"<!doctype html><html><body><script>alert(document.cookie)</script></body></html>\n",
         "bomb.png": png_bomb(),
+        # Latin-1, as an old client sends it without saying so: not UTF-8 from its first byte.
+        "message-latin1.txt": "¿Qué tal, señor?".encode("latin-1"),
     }
     for name, data in files.items():
         (folder / name).write_bytes(data)

@@ -18,10 +18,10 @@ import grpc
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import ApiError, from_grpc, http_error_message
+from ..forms import Utf8FormRoute
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +87,11 @@ def _from_validation(error: RequestValidationError) -> OpenAIApiError:
     return invalid(f"{param}: {message}" if param else message, param)
 
 
-class OpenAIRoute(APIRoute):
+class OpenAIRoute(Utf8FormRoute):
     """Route class of the /v1 routers: every error leaves in OpenAI's shape,
     including FastAPI's own validation errors, which are raised inside the
-    route's handler (before the app-wide handlers would see them)."""
+    route's handler (before the app-wide handlers would see them). Form
+    fields must be UTF-8 (forms.py), as on /api."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()

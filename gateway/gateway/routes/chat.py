@@ -19,11 +19,12 @@ from ..chat_calls import collect_answer, first_reply, with_heartbeats
 from ..clients import ClientsDep, SettingsDep, request_metadata
 from ..conversations.turns import FINISH_NAMES, Turn, open_turn
 from ..errors import bad_request, from_grpc
+from ..forms import Utf8FormRoute
 from ..quotas import ChargedPrincipalDep, QuotasDep
 from ..streams import SSE_HEADERS, SSE_OPENAPI, ClosingStreamingResponse, StreamOutcome
 from ..uploads import is_present, read_upload
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], route_class=Utf8FormRoute)  # form fields must be UTF-8
 
 
 MessageForm = Form(None, description="the user's message (required)")

@@ -8,10 +8,11 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from ..clients import ClientsDep, SettingsDep, request_metadata
 from ..errors import bad_request, from_grpc
+from ..forms import Utf8FormRoute
 from ..quotas import ChargedPrincipalDep
 from ..uploads import is_present, read_upload
 
-router = APIRouter(tags=["speech"])
+router = APIRouter(tags=["speech"], route_class=Utf8FormRoute)  # form fields must be UTF-8
 
 # The form's language: absent = the service default (Spanish); "auto" = detect.
 _DETECT = "auto"
