@@ -12,6 +12,11 @@ backend uses, over a real socket:
                       then {"done": true, "done_reason", "prompt_eval_count", "eval_count", "eval_duration", ...};
                       HTTP errors carry {"error": "..."}; a failure mid-stream is an {"error": ...} line.
 
+Faults a real server shows, for the robustness tests: the process dying in the
+middle of an answer (the connection drops after two chunks, no final chunk of
+the chunked encoding) and a model still loading (nothing at all is sent for
+`loading_s` seconds: Ollama answers only once the model is in memory).
+
 It is the only stand-in in the suite. Tests steer it through `mode` and read
 what the service sent in `chat_requests`.
 """
@@ -19,6 +24,8 @@ what the service sent in `chat_requests`.
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,7 +41,11 @@ class StandinState:
     models: dict[str, dict] = field(default_factory=lambda: {
         "llama3.2-vision": {"family": "mllama", "capabilities": ["completion", "vision"]}})
     # "ok" | "busy" (503) | "missing" (404) | "midstream_error" | "bad_request" (400)
+    # | "vanish_midway" (connection dropped after two chunks) | "loading" (silent for loading_s)
     mode: str = "ok"
+    loading_s: float = 0.0
+    # Set when the service hung up on a request that was still loading.
+    abandoned: threading.Event = field(default_factory=threading.Event)
     chat_requests: list[dict] = field(default_factory=list)
     pulled: list[str] = field(default_factory=list)
 
@@ -54,7 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _ndjson(self, lines: list[dict]) -> None:
+    def _ndjson(self, lines: list[dict], finish: bool = True) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/x-ndjson")
         self.send_header("Transfer-Encoding", "chunked")
@@ -63,7 +74,17 @@ class _Handler(BaseHTTPRequestHandler):
             payload = (json.dumps(line) + "\n").encode()
             self.wfile.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
             self.wfile.flush()
-        self.wfile.write(b"0\r\n\r\n")
+        if finish:
+            self.wfile.write(b"0\r\n\r\n")
+
+    def _load_then_answer(self, body: dict) -> None:
+        """Silent while "loading"; notes it if the caller hung up meanwhile (the socket turns readable at EOF)."""
+        readable, _, _ = select.select([self.connection], [], [], self.state.loading_s)
+        if readable and not self.connection.recv(1, socket.MSG_PEEK):
+            self.state.abandoned.set()
+            self.close_connection = True
+            return
+        self._ndjson(self._chat_lines(body, fail_midway=False))
 
     def _body(self) -> dict:
         length = int(self.headers.get("Content-Length", 0))
@@ -111,6 +132,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": f"model \"{body.get('model')}\" not found, try pulling it first"})
         elif mode == "bad_request":
             self._json(400, {"error": "invalid image input"})
+        elif mode == "vanish_midway":
+            self._ndjson(self._chat_lines(body, fail_midway=False)[:2], finish=False)
+            self.connection.shutdown(socket.SHUT_RDWR)  # as when the process dies: no end of the stream
+            self.close_connection = True
+        elif mode == "loading":
+            self._load_then_answer(body)
         else:
             self._ndjson(self._chat_lines(body, fail_midway=mode == "midstream_error"))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 
 import grpc
 import pytest
@@ -52,6 +53,8 @@ def chat_stub(standin, tmp_path_factory):
 @pytest.fixture(autouse=True)
 def reset_standin(standin):
     standin.state.mode = "ok"
+    standin.state.loading_s = 0.0
+    standin.state.abandoned.clear()
     standin.state.chat_requests.clear()
 
 
@@ -108,6 +111,35 @@ def test_an_error_line_midway_ends_the_stream_with_unavailable_after_the_text_so
     assert received == REPLY_PIECES[:2]
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "CUDA out of memory" in caught.value.details()
+
+
+def test_ollama_dying_mid_answer_ends_the_stream_with_unavailable_and_the_next_call_is_served(chat_stub, standin):
+    standin.state.mode = "vanish_midway"
+    received = []
+    with pytest.raises(grpc.RpcError) as caught:
+        for reply in chat_stub.Chat(user_message("hola"), timeout=30):
+            received.append(reply.delta)
+    assert received == REPLY_PIECES[:2]
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "Ollama stopped answering in the middle" in caught.value.details()
+    standin.state.mode = "ok"  # Ollama back (compose restarts it): served, no restart of this service
+    pieces, last = collect(chat_stub, user_message("hola"))
+    assert pieces == REPLY_PIECES and last.HasField("final")
+
+
+def test_a_model_still_loading_is_bounded_by_the_callers_deadline_and_the_wait_is_abandoned(chat_stub, standin):
+    standin.state.mode, standin.state.loading_s = "loading", 30
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as caught:
+        list(chat_stub.Chat(user_message("hola"), timeout=2))
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 10
+    # The service hung up on Ollama instead of waiting on for an answer nobody reads.
+    assert standin.state.abandoned.wait(10)
+    # Loaded now: the same service answers.
+    standin.state.mode = "ok"
+    pieces, _ = collect(chat_stub, user_message("hola"))
+    assert pieces == REPLY_PIECES
 
 
 def test_list_models_reports_vision_and_one_image_per_message(chat_stub):

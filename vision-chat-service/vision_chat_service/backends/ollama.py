@@ -191,6 +191,12 @@ class OllamaBackend:
                         return
             raise BackendUnavailable("Ollama closed the stream before it was done")
         except httpx.TransportError as error:
+            if first_token_at is not None:
+                # Connected, then lost: Ollama (or its runner) died or restarted while answering.
+                raise BackendUnavailable(f"Ollama stopped answering in the middle of the answer ({error}); "
+                                         "the text so far was sent") from error
+            if isinstance(error, httpx.RemoteProtocolError):
+                raise BackendUnavailable(f"Ollama closed the connection before answering ({error})") from error
             raise BackendUnavailable(f"cannot reach Ollama at {self._settings.ollama_url}: {error}") from error
 
 
