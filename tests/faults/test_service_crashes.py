@@ -138,3 +138,21 @@ def test_sigterm_lets_the_answer_in_progress_finish_before_the_chat_service_exit
                     chat.process.send_signal(signal.SIGTERM)  # asked to stop mid-answer
         assert names[-1] == "done" and "error" not in names, names
         assert chat.process.wait(timeout=60) == 0
+
+
+def test_sigterm_lets_the_gateway_finish_the_stream_in_progress_before_it_exits(tmp_path, ports, gateway):
+    service, client = gateway
+    # Short, so that a slow shared machine still finishes within the gateway's grace (server.py).
+    with service_on("chat", ports["chat"], tmp_path, {"CHAT_MAX_TOKENS": "8"}):
+        with client.stream("POST", "/api/chat/stream", data=LONG_ANSWER) as response:
+            assert response.status_code == 200
+            names = []
+            for name, _ in read_events(response):
+                names.append(name)
+                if names.count("delta") == 1:
+                    service.process.send_signal(signal.SIGTERM)  # the gateway is asked to stop mid-answer
+        assert names[-1] == "done" and "error" not in names, names
+        # uvicorn shuts down gracefully, then ends by the signal it caught (so the status says why it stopped).
+        assert service.process.wait(timeout=60) == -signal.SIGTERM
+        log = service.log_path.read_text(errors="replace")
+        assert "Application shutdown complete" in log and "timeout graceful shutdown exceeded" not in log
