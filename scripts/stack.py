@@ -227,7 +227,7 @@ class Service:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout: float = 15) -> None:
+    def stop(self, timeout: float = 30) -> None:  # above the services' own 25 s grace
         if not self.running():
             return
         self.process.send_signal(signal.SIGTERM)

@@ -32,6 +32,7 @@ _UNKNOWN = (502, "backend_error")
 # choose a more precise HTTP status than their gRPC code gives.
 ERROR_TYPE_METADATA_KEY = "error-type"
 STATUS_BY_ERROR_TYPE = {"audio_too_large": 413, "audio_too_long": 413}
+BUSY_RETRY_AFTER_S = "2"
 
 
 class ApiError(Exception):
@@ -64,7 +65,10 @@ def from_grpc(error: grpc.aio.AioRpcError, service: str) -> ApiError:
         details = f"the {service} service is not reachable"
     elif error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
         details = f"the {service} service did not answer in time"
-    return ApiError(status, details, error_type)
+    # A full queue clears as answers finish: tell clients (the OpenAI SDKs do
+    # read it) to come back shortly rather than at once.
+    headers = {"Retry-After": BUSY_RETRY_AFTER_S} if status == 429 else None
+    return ApiError(status, details, error_type, headers)
 
 
 def not_utf8(what: str, error: UnicodeDecodeError) -> str:

@@ -14,7 +14,8 @@ from .storage_errors import check_data_dir
 
 
 # On SIGTERM, answers being streamed get this long to finish before they are
-# cut; under compose's stop_grace_period (30 s) so that the exit is our own.
+# cut; under compose's stop_grace_period (30 s) so that the exit is our own,
+# as the model services' grace (chatbot_protos/serving.py).
 SHUTDOWN_GRACE_S = 25
 
 

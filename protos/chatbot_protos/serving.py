@@ -43,9 +43,10 @@ log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILURE = 0, 1
 
-# Below docker's default 10 s stop timeout and the launcher's 15 s, so calls in
-# flight finish before anyone resorts to SIGKILL.
-DEFAULT_GRACE_S = 8.0
+# Below compose's stop_grace_period (30 s) and the launcher's stop timeout, so
+# calls in flight (a long answer on a slow CPU) finish before anyone resorts to
+# SIGKILL. The gateway gives its streams the same (gateway/server.py).
+DEFAULT_GRACE_S = 25.0
 
 T = TypeVar("T")
 

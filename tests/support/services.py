@@ -13,6 +13,8 @@ import httpx
 from scripts.stack import REPO, Service, StackConfig, free_port
 from tests.support.grpc_health import wait_until_serving
 
+PORT_VARS = {"chat": "CHAT_PORT", "asr": "ASR_PORT"}
+
 _MODULES = {"chat": "vision_chat_service", "asr": "asr_service", "gateway": "gateway"}
 
 
@@ -30,7 +32,7 @@ def start_service(kind: str, log_dir: Path, env: dict[str, str]) -> Service:
 def grpc_service(kind: str, log_dir: Path, env: dict[str, str], timeout: float = 300):
     """A SERVING gRPC service on a free port; yields (service, "host:port")."""
     port = free_port()
-    port_var = {"chat": "CHAT_PORT", "asr": "ASR_PORT"}[kind]
+    port_var = PORT_VARS[kind]
     service = start_service(kind, log_dir, {**env, port_var: str(port)})
     address = f"127.0.0.1:{port}"
     try:
@@ -59,5 +61,16 @@ def gateway_service(log_dir: Path, env: dict[str, str], timeout: float = 60):
                 assert service.running() and time.monotonic() < deadline, service.log_tail()
                 time.sleep(0.2)
         yield service, url
+    finally:
+        service.stop()
+
+
+@contextmanager
+def service_on(kind: str, port: int, log_dir: Path, env: dict[str, str] | None = None):
+    """A SERVING service on a fixed port, so a replacement can take its place (the fault tests)."""
+    service = start_service(kind, log_dir, {**(env or {}), PORT_VARS[kind]: str(port)})
+    try:
+        wait_until_serving(f"127.0.0.1:{port}", 300, service.running)
+        yield service
     finally:
         service.stop()
