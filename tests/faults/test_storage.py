@@ -9,43 +9,15 @@ as `make test` does to install its system packages and start PostgreSQL).
 from __future__ import annotations
 
 import subprocess
-from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
-import pytest
 
 from scripts.stack import REPO
 from tests.support.services import gateway_service
+from tests.support.volumes import fill, small_volume
 
 # Dead addresses: these tests never reach a model service.
 NO_SERVICES = {"CHAT_ADDR": "127.0.0.1:9", "ASR_ADDR": "127.0.0.1:9"}
-
-
-@contextmanager
-def small_volume(where: Path, size: str, *options: str):
-    where.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join((f"size={size}", *options)), "tmpfs",
-                              str(where)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.fail(f"these tests mount a small tmpfs and need root: {mounted.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "--lazy", str(where)], check=True)
-
-
-def fill(volume: Path) -> Path:
-    """Writes zeros until the volume is full; returns the filler file."""
-    filler = volume / "filler"
-    with filler.open("wb") as file:
-        try:
-            while True:
-                file.write(bytes(64 * 1024))
-                file.flush()
-        except OSError:
-            pass
-    return filler
 
 
 def test_a_full_data_volume_answers_507_and_the_same_gateway_stores_again_once_there_is_room(tmp_path):

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.volumes import small_volume
+
 ROOT = Path(__file__).resolve().parents[2]
 TRAINER_PYTHON = ROOT / ".venv" / "trainer" / "bin" / "python"
 CHAT_PYTHON = ROOT / ".venv" / "chat" / "bin" / "python"
@@ -240,6 +242,15 @@ def test_an_empty_dataset_fails_clearly_and_leaves_no_adapter(file_name, content
     assert "empty" in result.stderr and str(data) in result.stderr, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert visible_entries(adapters) == [] and partial_folders(adapters) == []
+
+
+def test_a_read_only_adapters_folder_fails_at_the_start_not_after_training(trainer_env, tmp_path):
+    with small_volume(tmp_path / "adapters", "1m", "ro") as adapters:
+        result = run_trainer(trainer_env, adapters, "--name", "nowhere", timeout=120)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f"the adapters folder {adapters} cannot be written (Read-only file system)" in result.stderr
+    assert "nothing was trained" in result.stderr and "Traceback" not in result.stderr
+    assert "loaded" not in result.stderr, "the check must come before the model is loaded"
 
 
 # ---------------------------------------------------------------- interrupted, then resumed

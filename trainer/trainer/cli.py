@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
 
     from trainer.data import DataError
+    from trainer.output import OutputNotWritable
     from trainer.train import run
 
     try:
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"trainer: error: {error}", file=sys.stderr)
         return 2
-    except (DataError, FileExistsError, FileNotFoundError) as error:
+    except (DataError, FileExistsError, FileNotFoundError, OutputNotWritable) as error:
         print(f"trainer: error: {error}", file=sys.stderr)
         return 1
     return 0

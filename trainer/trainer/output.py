@@ -88,6 +88,22 @@ def modelfile(ollama_from: str) -> str:
     )
 
 
+class OutputNotWritable(OSError):
+    """The adapters folder (or the run folder) cannot be written: full, read-only or not ours."""
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Fails at the start, not after hours of training, when `folder` cannot be written."""
+    probe = folder / f".write-test-{secrets.token_hex(4)}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OutputNotWritable(f"the {what} {folder} cannot be written ({error.strerror}): nothing was "
+                                "trained; fix the volume or choose another folder") from None
+
+
 def check_target_free(adapters_dir: Path, name: str, overwrite: bool) -> None:
     if (adapters_dir / name).exists() and not overwrite:
         raise AdapterExists(f"adapter {adapters_dir / name} already exists: pick another name or pass --overwrite")

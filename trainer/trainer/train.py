@@ -23,6 +23,8 @@ def run(config: Config) -> Path | None:
     validate(config)
     adapters_dir, run_dir, name = Path(config.run.adapters_dir), config.run_dir, config.run.name
     output.check_target_free(adapters_dir, name, config.run.overwrite)
+    output.check_writable(adapters_dir, "adapters folder")
+    output.check_writable(run_dir, "run folder")
     if config.run.merged_dir and Path(config.run.merged_dir).exists() and not config.run.overwrite:
         raise FileExistsError(
             f"merged model {config.run.merged_dir} already exists: pick another merged_dir or pass --overwrite"
@@ -71,7 +73,14 @@ def run(config: Config) -> Path | None:
         if config.run.ollama_from:
             (staging / "Modelfile").write_text(output.modelfile(config.run.ollama_from), encoding="utf-8")
 
-    target = output.publish(adapters_dir, name, write_files, content, overwrite=config.run.overwrite)
+    try:
+        target = output.publish(adapters_dir, name, write_files, content, overwrite=config.run.overwrite)
+    except OSError as error:  # the disk filled up while training: say where the work is
+        if isinstance(error, FileExistsError):
+            raise
+        raise output.OutputNotWritable(f"the adapter could not be written to {adapters_dir} ({error.strerror}); "
+                                       f"the run folder {run_dir} keeps its checkpoints: free space and run "
+                                       "again with --resume") from error
     output.remove_checkpoints(run_dir)  # the adapter is out; optimizer states are large
     if config.run.merged_dir:
         export.merge(
