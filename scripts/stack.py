@@ -29,13 +29,12 @@ NGINX_TEMPLATES = REPO / "frontend" / "nginx"
 
 # glibc malloc for the chat service; the same is set in vision-chat-service/Dockerfile.
 # 20 prompts of 20 MB in a row, each refused as too long (SmolLM2-135M on 2 CPUs,
-# gRPC straight to the service, RSS above a warm ~930 MB): the service grows ~40 MB
-# a request until Python's cyclic GC frees that memory (every ~14 requests). With
-# glibc's defaults the freed memory stays in the process: +648 MB, for good
-# (MALLOC_ARENA_MAX=2: +586 MB). With a fixed trim threshold it goes back to the
-# OS at each collection: +60 MB right after one, +256 MB after the 20th request
-# (peak between collections unchanged, +608 MB). CPU time per generated token was
-# the same within noise (96-106 ms either way). A variable already set wins.
+# gRPC straight to the service, RSS above a warm ~930 MB): with the servicer no
+# longer keeping refused requests in a reference cycle (servicer.py), glibc's
+# defaults still keep +146 MB of freed memory; a fixed trim threshold returns it
+# to the OS: +50 MB at most. (Before that fix: +648 MB kept, +256 MB with the
+# threshold; MALLOC_ARENA_MAX=2 did little.) CPU time per generated token was the
+# same within noise (96-106 ms either way). A variable already set wins.
 CHAT_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": "131072"}
 
 
