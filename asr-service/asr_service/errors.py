@@ -128,14 +128,13 @@ def unary_errors(handler: Handler) -> Handler:
             return await handler(self, request, context)
         except grpc.aio.AbortError:
             raise  # the handler already chose a status itself
-        except AsrError as error:
-            logger.info("%s refused: %s (%s)", handler.__name__, error, error.error_type)
-            await _abort(context, grpc_status(error), str(error), error.error_type)
-        except Exception:  # noqa: BLE001 - the last line of defence
-            logger.exception("unexpected error in %s", handler.__name__)
-            await _abort(
-                context, grpc.StatusCode.INTERNAL, INTERNAL_ERROR_MESSAGE, "internal"
-            )
+        except Exception as error:  # noqa: BLE001 - the last line of defence
+            status = _failure_status(handler.__name__, error)
+        # abort() raises out of this frame and grpc.aio keeps that exception (its traceback, this frame
+        # and its locals) in a reference cycle until the garbage collector runs: drop the request (up
+        # to MAX_UPLOAD_MB of audio) first, so that a refused upload is freed at once.
+        del request
+        await _abort(context, *status)
 
     return wrapper  # type: ignore[return-value]
 
@@ -153,18 +152,26 @@ def stream_errors(handler):
         try:
             async for response in handler(self, request_iterator, context):
                 yield response
+            return
         except grpc.aio.AbortError:
             raise
-        except AsrError as error:
-            logger.info("%s refused: %s (%s)", handler.__name__, error, error.error_type)
-            await _abort(context, grpc_status(error), str(error), error.error_type)
-        except Exception:  # noqa: BLE001 - the last line of defence
-            logger.exception("unexpected error in %s", handler.__name__)
-            await _abort(
-                context, grpc.StatusCode.INTERNAL, INTERNAL_ERROR_MESSAGE, "internal"
-            )
+        except Exception as error:  # noqa: BLE001 - the last line of defence
+            status = _failure_status(handler.__name__, error)
+        del request_iterator  # as in unary_errors: nothing of the call kept past abort()
+        await _abort(context, *status)
 
     return wrapper
+
+
+def _failure_status(name: str, error: Exception) -> tuple[grpc.StatusCode, str, str]:
+    """(code, message, error type) for a failed call, logged. Domain errors keep their message (it was
+    written for the client); anything else is a bug, logged with its traceback, and the client gets a
+    generic INTERNAL, so internals (paths, library messages) never leak."""
+    if isinstance(error, AsrError):
+        logger.info("%s refused: %s (%s)", name, error, error.error_type)
+        return grpc_status(error), str(error), error.error_type
+    logger.error("unexpected error in %s", name, exc_info=error)
+    return grpc.StatusCode.INTERNAL, INTERNAL_ERROR_MESSAGE, "internal"
 
 
 async def _abort(
