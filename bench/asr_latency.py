@@ -10,10 +10,14 @@ as Chrome records):
 - live dictation (`StreamingTranscribe`, chunks paced in real time): time to
   the first interim result, and from the last chunk to the final result;
 - throughput with 1, 2, 4 and 8 concurrent gRPC clients (the ~3 s clip);
+  with ``--batching``, only this, on two private ASR services side by side,
+  ASR_BATCH_SIZE=1 (no batching) against the batched setting(s), interleaved
+  so the load of other processes falls on both alike;
 - word error rate of `Transcribe` on 22 Spanish sentences (normalised:
   lowercase, no punctuation, no accents).
 
     .venv/test/bin/python bench/asr_latency.py [--runs 10] [--seed-runs 3]
+    .venv/test/bin/python bench/asr_latency.py --batching [--batch-sizes 1,4,8] [--clients 1,2,4,8] [--per-client 3]
 """
 
 from __future__ import annotations
@@ -132,8 +136,12 @@ def stream_once(stub, data: bytes, seconds: float) -> tuple[float, float, str]:
     return first_interim, final_at - marks["last_chunk"], text.strip()
 
 
-def concurrent_clients(stub, data: bytes, clients: int, per_client: int) -> tuple[int, float, list[float], int]:
-    """`clients` threads each sending `per_client` requests back to back: (clients, wall s, latencies, refused)."""
+def concurrent_clients(stub, data: bytes, clients: int, per_client: int,
+                       batches: list[int] | None = None) -> tuple[int, float, list[float], int]:
+    """`clients` threads each sending `per_client` requests back to back: (clients, wall s, latencies, refused).
+
+    `batches`, if given, collects each reply's asr-batch-size trailing metadata.
+    """
     latencies: list[float] = []
     refused = 0
 
@@ -142,8 +150,11 @@ def concurrent_clients(stub, data: bytes, clients: int, per_client: int) -> tupl
         for _ in range(per_client):
             started = time.perf_counter()
             try:
-                stub.Transcribe(asr_pb2.TranscribeRequest(audio=data, mime_type="audio/webm"), timeout=TIMEOUT)
+                _, call = stub.Transcribe.with_call(asr_pb2.TranscribeRequest(audio=data, mime_type="audio/webm"),
+                                                    timeout=TIMEOUT)
                 latencies.append(time.perf_counter() - started)
+                if batches is not None:
+                    batches.append(int(dict(call.trailing_metadata() or ()).get("asr-batch-size", "1")))
             except grpc.RpcError as error:
                 if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
                     raise
@@ -158,12 +169,70 @@ def concurrent_clients(stub, data: bytes, clients: int, per_client: int) -> tupl
     return clients, time.perf_counter() - started, latencies, refused
 
 
+def batching_throughput(data: bytes, seconds: float, batch_sizes: list[int], per_client: int,
+                        clients_list: tuple[int, ...] = (1, 2, 4, 8)) -> None:
+    """Throughput rows for each ASR_BATCH_SIZE, on private services started side by side."""
+    import contextlib
+    import os
+
+    from tests.support.services import grpc_service
+
+    load_before = os.getloadavg()
+    results: dict[int, list[tuple[tuple[int, float, list[float], int], list[int]]]] = {n: [] for n in batch_sizes}
+    with tempfile.TemporaryDirectory() as scratch, contextlib.ExitStack() as services:
+        stubs = {}
+        for size in batch_sizes:
+            env = {"ASR_BATCH_SIZE": str(size), "ASR_DEVICE": "cpu", "ASR_WORKERS": "1", "ASR_MAX_QUEUE": "8"}
+            log_dir = Path(scratch) / f"batch-{size}"
+            log_dir.mkdir()
+            _, address = services.enter_context(grpc_service("asr", log_dir, env, timeout=600))
+            channel = services.enter_context(grpc.insecure_channel(address))
+            stubs[size] = asr_pb2_grpc.TranscriptionStub(channel)
+        for stub in stubs.values():  # warm-up: VAD and model first passes
+            stub.Transcribe(asr_pb2.TranscribeRequest(audio=data, mime_type="audio/webm"), timeout=TIMEOUT)
+        # Interleaved by client count, in alternating order (1,8 then 8,1…),
+        # so drifting load from other processes on a shared machine falls on
+        # every setting alike.
+        for index, clients in enumerate(clients_list):
+            order = list(stubs.items()) if index % 2 == 0 else list(reversed(stubs.items()))
+            for size, stub in order:
+                batches: list[int] = []
+                results[size].append((concurrent_clients(stub, data, clients, per_client, batches), batches))
+    load_after = os.getloadavg()
+
+    print(f"\nthroughput by ASR_BATCH_SIZE, {seconds:.1f} s clip over gRPC, {per_client} requests per client, "
+          f"Whisper base int8 on this CPU ({_cpu()}), ASR_WORKERS=1, ASR_MAX_QUEUE=8, ASR_BATCH_WINDOW_MS=10")
+    print(f"load average (1/5/15 min) before {'/'.join(f'{x:.1f}' for x in load_before)}, "
+          f"after {'/'.join(f'{x:.1f}' for x in load_after)}")
+    print(f"{'batch':>5} {'clients':>7} {'clips/s':>8} {'audio s/s':>9} {'p50 s':>7} {'p95 s':>7} "
+          f"{'mean batch':>10}  refused")
+    for index, clients in enumerate(clients_list):
+        for size in batch_sizes:
+            (_, wall, latencies, refused), batches = results[size][index]
+            done = len(latencies)
+            mean_batch = statistics.mean(batches) if batches else 0.0
+            print(f"{size:>5} {clients:>7} {done / wall:8.2f} {done * seconds / wall:9.1f} "
+                  f"{p(latencies, 50):7.2f} {p(latencies, 95):7.2f} {mean_batch:10.2f}  {refused}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10, help="warm requests per clip and path")
     parser.add_argument("--seed-runs", type=int, default=3, help="fresh-process requests per clip")
     parser.add_argument("--per-client", type=int, default=4, help="requests per client in the throughput rows")
+    parser.add_argument("--batching", action="store_true",
+                        help="only the throughput rows, for each of --batch-sizes, on private services")
+    parser.add_argument("--batch-sizes", default="1,8", help="ASR_BATCH_SIZE values compared by --batching")
+    parser.add_argument("--clients", default="1,2,4,8",
+                        help="client counts of the --batching rows (repeat one, e.g. 8,8,8, for repeated rows)")
     args = parser.parse_args(argv)
+
+    if args.batching:
+        samples, rate = clips.wav_to_samples(clips.speak_wav(SHORT))
+        batching_throughput(clips.encode(samples, rate, "webm"), len(samples) / rate,
+                            [int(n) for n in args.batch_sizes.split(",")], args.per_client,
+                            tuple(int(n) for n in args.clients.split(",")))
+        return 0
 
     short_samples, rate = clips.wav_to_samples(clips.speak_wav(SHORT))
     long_samples, long_rate = long_clip()

@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     # rather than piling up until every client times out.
     workers: int = Field(1, ge=1, le=64, validation_alias="ASR_WORKERS")
     max_queue: int = Field(8, ge=0, le=10_000, validation_alias="ASR_MAX_QUEUE")
+    # Batching (faster-whisper): the ≤30 s speech chunks of concurrent requests
+    # (and of one long recording) with equal options go through the model
+    # together, up to ``batch_size`` chunks, waiting at most ``batch_window_ms``
+    # for company. 0 = auto: 8 on a GPU, 1 on a CPU (measured:
+    # bench/results/asr_batching_cpu_2026-11-28.txt); 1 = no batching.
+    batch_size: int = Field(0, ge=0, le=256, validation_alias="ASR_BATCH_SIZE")
+    batch_window_ms: float = Field(10.0, ge=0, le=1000, validation_alias="ASR_BATCH_WINDOW_MS")
     # CTranslate2 intra-op threads per worker; 0 = one per CPU core.
     cpu_threads: int = Field(0, ge=0, le=256, validation_alias="ASR_CPU_THREADS")
 

@@ -57,6 +57,10 @@ class TranscribeOptions:
     # turn it off: on half a word it can cost 5x a normal pass, for text that
     # is replaced a second later.
     temperature_fallback: bool = True
+    # May this request's audio share model passes with other requests'
+    # (ASR_BATCH_SIZE > 1)? Live dictation says no (streaming.py): its
+    # interims are latency-bound and it has not been tested batched.
+    batchable: bool = True
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,10 @@ class Transcript:
     duration: float  # seconds of decoded audio
     segments: tuple[Segment, ...] = field(default_factory=tuple)
     processing_seconds: float = 0.0
+    # Chunks in the largest model pass this request's audio went through
+    # (batching.py): 1 unbatched, >1 when decoded together with other
+    # chunks, of this or other requests; 0 when no audio reached the model.
+    batch_size: int = 1
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,8 @@ class EngineConfig:
     compute_type: str = "auto"
     cpu_threads: int = 0
     workers: int = 1
+    batch_size: int = 1  # chunks per model pass; 0 = engine's choice for the device
+    batch_window: float = 0.01  # seconds a chunk may wait for others to batch with
 
 
 @runtime_checkable

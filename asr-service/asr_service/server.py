@@ -79,11 +79,25 @@ async def serve(settings: Settings) -> int:
         logger.info("asr-service listening on %s", host_port(settings.host, port))
 
         async def load() -> None:
-            servicer.attach_engine(await in_daemon_thread(lambda: load_engine(settings), "asr-model-loader"))
+            engine = await in_daemon_thread(lambda: load_engine(settings), "asr-model-loader")
+            pool.set_threads(pool_threads(settings, engine))
+            servicer.attach_engine(engine)
 
         return await server.run(load, model=settings.model)
     finally:
         pool.shutdown()  # drops waiting jobs; the server has already stopped
+
+
+def pool_threads(settings: Settings, engine: Engine) -> int:
+    """Worker threads for ``engine``: one per model replica without batching.
+
+    With batching a request's thread mostly waits for its batch, so there are
+    enough threads for two full batches per replica (one decoding, the next
+    being decoded and VAD-cut meanwhile); the pool caps it at ASR_WORKERS +
+    ASR_MAX_QUEUE, the admission bound, which is unchanged.
+    """
+    batch_size = getattr(engine, "batch_size", 1)
+    return settings.workers * (2 * batch_size if batch_size > 1 else 1)
 
 
 def load_engine(settings: Settings) -> Engine:
@@ -97,6 +111,8 @@ def load_engine(settings: Settings) -> Engine:
         compute_type=settings.compute_type,
         cpu_threads=settings.cpu_threads,
         workers=settings.workers,
+        batch_size=settings.batch_size,
+        batch_window=settings.batch_window_ms / 1000,
     )
     engine = load_with(settings.engine, settings.model, settings.models_dir, config)
     if settings.language and settings.language not in engine.languages:

@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME = asr_pb2.DESCRIPTOR.services_by_name["Transcription"].full_name
 
+# Trailing metadata of a Transcribe reply: Transcript.batch_size (engine.py).
+BATCH_SIZE_METADATA_KEY = "asr-batch-size"
+
 _TASKS: dict[int, Task] = {
     asr_pb2.TASK_UNSPECIFIED: "transcribe",
     asr_pb2.TASK_TRANSCRIBE: "transcribe",
@@ -65,13 +68,17 @@ class TranscriptionServicer(asr_pb2_grpc.TranscriptionServicer):
         engine.check_options(options)
         transcript = await self._pool.run(self._decode_and_transcribe, engine, audio, options)
         logger.info(
-            "transcribed %.1f s of %s in %.2f s (%s, %d chars)",
+            "transcribed %.1f s of %s in %.2f s (%s, %d chars, batch %d)",
             transcript.duration,
             request.mime_type or "audio",
             transcript.processing_seconds,
             transcript.language,
             len(transcript.text),
+            transcript.batch_size,
         )
+        # How many chunks shared the largest model pass of this request: lets a
+        # client (and the tests) see batching happen without reading logs.
+        context.set_trailing_metadata(((BATCH_SIZE_METADATA_KEY, str(transcript.batch_size)),))
         return transcript_to_pb(transcript, engine.name)
 
     @stream_errors

@@ -20,7 +20,9 @@ How it works, and why this way (simple and correct first):
   step takes all of them. A slow machine sends fewer interims, never a backlog.
 
 The blocking work (VAD, Whisper) runs in the service's bounded worker pool, one
-step at a time per stream; the event loop only buffers bytes.
+step at a time per stream; the event loop only buffers bytes. It keeps the
+unbatched path even when ASR_BATCH_SIZE > 1 (``batchable=False``): batching
+streams' interims is possible (they share options) but untested so far.
 """
 
 from __future__ import annotations
@@ -108,10 +110,10 @@ class UtteranceTracker:
     def __init__(self, engine: Engine, options: TranscribeOptions,
                  settings: StreamSettings = StreamSettings()) -> None:
         self._engine = engine
-        self._options = options
+        self._options = replace(options, batchable=False)
         # Interims are greedy, without word times or temperature fallback:
         # they live for a second.
-        self._interim_options = replace(options, beam_size=1, word_timestamps=False,
+        self._interim_options = replace(self._options, beam_size=1, word_timestamps=False,
                                         temperature_fallback=False)
         self._settings = settings
         self._start = 0  # sample where the open utterance's audio begins

@@ -6,6 +6,13 @@ health checks and every other call; running them on an unbounded pool would
 let a burst queue up work that finishes long after the clients gave up. So:
 ``workers`` threads, at most ``max_queue`` jobs waiting, and ``QueueFull``
 (RESOURCE_EXHAUSTED, HTTP 429) for anything beyond.
+
+With batching (ASR_BATCH_SIZE > 1) a job spends most of its time waiting for
+its batch rather than computing, so the pool gets more threads than model
+replicas (``set_threads``) while the admission bound stays ``workers +
+max_queue``. A job learns that its caller went away through
+``current_cancellation()``: the engine uses it to drop the request's chunks
+still waiting for a batch and end its wait.
 """
 
 from __future__ import annotations
@@ -20,12 +27,58 @@ from .errors import QueueFull
 
 T = TypeVar("T")
 
+_job = threading.local()  # .cancellation: the Cancellation of the job this thread runs
+
+
+class Cancellation:
+    """Set when the caller awaiting a job is cancelled; callbacks run once, then."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._callbacks: list[Callable[[], None]] = []
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        with self._lock:
+            if self._cancelled:
+                return
+            self._cancelled = True
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when cancelled (at once if already)."""
+        with self._lock:
+            if not self._cancelled:
+                self._callbacks.append(callback)
+                return
+        callback()
+
+
+def current_cancellation() -> Cancellation:
+    """The running job's cancellation; a never-cancelled one outside the pool."""
+    return getattr(_job, "cancellation", None) or Cancellation()
+
+
+def _run_job(cancellation: Cancellation, fn: Callable[..., T], *args) -> T:
+    _job.cancellation = cancellation
+    try:
+        return fn(*args)
+    finally:
+        _job.cancellation = None
+
 
 class BoundedWorkerPool:
     """``workers`` threads plus a waiting line of at most ``max_queue`` jobs."""
 
     def __init__(self, workers: int, max_queue: int) -> None:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asr-worker")
+        self.threads = workers
         self._capacity = workers + max_queue
         self._admitted = 0  # running + waiting jobs
         self._lock = threading.Lock()  # released from worker threads
@@ -43,13 +96,32 @@ class BoundedWorkerPool:
         even when callers vanish.
         """
         self._admit()
+        cancellation = Cancellation()
         try:
-            future: Future[T] = self._executor.submit(fn, *args)
+            future: Future[T] = self._executor.submit(_run_job, cancellation, fn, *args)
         except BaseException:
             self._release()
             raise
         future.add_done_callback(self._release)
-        return await asyncio.wrap_future(future)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            cancellation.cancel()  # a running job may stop waiting (batching)
+            raise
+
+    def set_threads(self, threads: int) -> None:
+        """Use ``threads`` threads (at most the admission bound) from now on.
+
+        Called once the engine is loaded and before any job is admitted (the
+        servicer refuses calls until then); a no-op when the count is unchanged.
+        """
+        threads = max(1, min(threads, self._capacity))
+        if threads == self.threads:
+            return
+        old = self._executor
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="asr-worker")
+        self.threads = threads
+        old.shutdown(wait=False)
 
     def shutdown(self) -> None:
         """Drop waiting jobs and wait for running ones to finish."""
