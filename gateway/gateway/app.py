@@ -69,7 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.clients.close()
             await app.state.database.close()
 
+    # FastAPI's own OpenTelemetry hooks off: the gateway exports Prometheus
+    # metrics itself, and the hooks cost a check of the providers per request.
     app = FastAPI(title="Chatbot gateway", version="0.2.0", lifespan=lifespan,
+                  telemetry={"tracing": False, "metrics": False, "logs": False},
                   description="Public HTTP API: chat with text and images, speech to text, conversations, "
                               "an OpenAI-compatible /v1.")
     app.state.settings = settings

@@ -18,6 +18,7 @@ import grpc
 from chatbot_protos.asr.v1 import asr_pb2
 from chatbot_protos.chat.v1 import chat_pb2
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 
 from ..auth import current_principal
 from ..clients import ModelClients, request_metadata
@@ -85,10 +86,12 @@ async def _models(request: Request) -> list[dict]:
     return [*chat, *await speech]
 
 
-@router.get("/models")
-async def list_models(request: Request) -> dict:
+@router.get("/models", response_model=None)
+async def list_models(request: Request) -> JSONResponse:
     """Every model this server answers with."""
-    return {"object": "list", "data": await _models(request)}
+    # A JSONResponse of plain values: FastAPI's response encoding walks the
+    # whole list for nothing (~0.1 ms of this hot, cheap route).
+    return JSONResponse({"object": "list", "data": await _models(request)})
 
 
 @router.get("/models/{model:path}")
