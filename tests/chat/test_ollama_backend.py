@@ -102,26 +102,29 @@ def test_http_errors_from_ollama_map_to_grpc_codes(chat_stub, standin, mode, cod
     assert words in caught.value.details()
 
 
-def test_an_error_line_midway_ends_the_stream_with_unavailable_after_the_text_so_far(chat_stub, standin):
-    standin.state.mode = "midstream_error"
+def pieces_until_failure(stub) -> tuple[list[str], grpc.RpcError]:
+    """The text pieces a failing stream delivered, and the error that ended it."""
     received = []
     with pytest.raises(grpc.RpcError) as caught:
-        for reply in chat_stub.Chat(user_message("hola"), timeout=30):
+        for reply in stub.Chat(user_message("hola"), timeout=30):
             received.append(reply.delta)
+    return received, caught.value
+
+
+def test_an_error_line_midway_ends_the_stream_with_unavailable_after_the_text_so_far(chat_stub, standin):
+    standin.state.mode = "midstream_error"
+    received, error = pieces_until_failure(chat_stub)
     assert received == REPLY_PIECES[:2]
-    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "CUDA out of memory" in caught.value.details()
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert "CUDA out of memory" in error.details()
 
 
 def test_ollama_dying_mid_answer_ends_the_stream_with_unavailable_and_the_next_call_is_served(chat_stub, standin):
     standin.state.mode = "vanish_midway"
-    received = []
-    with pytest.raises(grpc.RpcError) as caught:
-        for reply in chat_stub.Chat(user_message("hola"), timeout=30):
-            received.append(reply.delta)
+    received, error = pieces_until_failure(chat_stub)
     assert received == REPLY_PIECES[:2]
-    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert "Ollama stopped answering in the middle" in caught.value.details()
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert "Ollama stopped answering in the middle" in error.details()
     standin.state.mode = "ok"  # Ollama back (compose restarts it): served, no restart of this service
     pieces, last = collect(chat_stub, user_message("hola"))
     assert pieces == REPLY_PIECES and last.HasField("final")
