@@ -63,8 +63,32 @@ docker-compose.yml sets OLLAMA_NUM_PARALLEL=1 (DESIGN.md §5). So Ollama's
 aggregate over 8 callers equals its single-stream rate, and the 8th caller
 waits for the 7 answers before it.
 
+--compare-generate (bf16 and fp32 only) adds, after the 1-stream run and on the
+same loaded model, in the same process, an A/B of the backend against plain
+model.generate() on the very inputs the backend encodes (its _encode: same
+prompt, image, device, dtype), all under torch.inference_mode() as the worker
+runs it, --tokens new tokens each:
+  (a)  plain generate(**inputs, max_new_tokens=N, min_new_tokens=N, do_sample=False)
+  (a0) the same without min_new_tokens (the count shows if EOS came early)
+  (b1) (a) + the backend's QueueStreamer; (b2) (a) + its CancelCriteria;
+  (b)  (a) + both, as the backend attaches them
+  (d)  (a) with sampling at the service default: do_sample, temperature 0.2, top_p 1.0
+  (e)  the backend's own generate kwargs (_generation_kwargs: sampling at 0.2, pad id,
+       generation_config.min_new_tokens=N as the stream runs set it) + streamer +
+       criteria, called in the bench's thread: (c) without the worker thread
+  (c)  TransformersBackend.stream() as today (worker thread, event loop, queue)
+ms/token is the decode time per token after the first: (wall - prefill) / (tokens - 1),
+with prefill = the median wall of plain generate(max_new_tokens=1) for (a)-(e) and
+the median max_tokens=1 request (the TTFT above) for (c); the streamer's own
+tokens/s (the service's figure) is shown where a QueueStreamer runs. A first
+round runs every variant; further rounds of (a), (b), (c), (d), (e) follow while
+--compare-seconds have not passed, and the table gives medians over the rounds.
+--streams 0 skips the many-streams part.
+
     python bench/chat_gpu.py --save bench/results/chat_gpu_h200_2026-11-28.txt     # GPU
     python bench/chat_gpu.py --tiny                                                 # CPU, tiny Mllama, < 1 min
+    python bench/chat_gpu.py --precisions none --streams 0 --compare-generate       # GPU, the generate() A/B
+    python bench/chat_gpu.py --tiny --precisions none --streams 0 --compare-generate  # CPU check of the A/B
 
 Needs torch, transformers, bitsandbytes (4bit) and the chat service's
 dependencies (pydantic-settings, grpcio, chatbot_protos from protos/); the
@@ -281,9 +305,123 @@ async def ask(backend, request) -> dict:
             "first_text_s": (first_text - started) if first_text else None}
 
 
+# --- plain generate() against the backend, same model -----------------------
+
+COMPARE = {
+    "a": "(a) plain generate, greedy, min_new_tokens",
+    "a0": "(a0) plain generate, greedy, no min_new_tokens",
+    "b1": "(b1) (a) + QueueStreamer",
+    "b2": "(b2) (a) + CancelCriteria",
+    "b": "(b) (a) + QueueStreamer + CancelCriteria",
+    "d": "(d) plain generate, sampling T=0.2",
+    "e": "(e) backend kwargs + streamer + criteria, bench thread",
+    "c": "(c) TransformersBackend.stream (worker thread)",
+}
+FIRST_ROUND = ["a", "b", "c", "d", "b1", "b2", "a0", "e"]
+LATER_ROUNDS = ["a", "b", "c", "d", "e"]
+
+
+async def compare_generate(backend, request, args, ttft_s: float, progress) -> list[str]:
+    """Plain model.generate() against the backend's streamer, criteria, sampling and
+    worker thread, on the backend's loaded model (see the docstring)."""
+    from vision_chat_service.backends.streaming import CancelCriteria, QueueStreamer
+    from vision_chat_service.backends.transformers_backend import _Job
+
+    loaded = backend._loaded
+    model, tokenizer, config = loaded.model, loaded.prompter.tokenizer, loaded.model.generation_config
+    loop = asyncio.get_running_loop()
+    n = args.tokens
+    job = _Job(request(n), None, n, loop, asyncio.Queue())
+    inputs = backend._encode(job)  # the service's own inputs: on the device, pixel values in the model's dtype
+    backend_kwargs = backend._generation_kwargs(job)
+    greedy = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False)
+
+    def generate(**kwargs):
+        synchronize()
+        started = time.perf_counter()
+        with torch.inference_mode():
+            output = model.generate(**inputs, **kwargs)
+        synchronize()
+        return time.perf_counter() - started, int(output.shape[1] - inputs["input_ids"].shape[1])
+
+    config.min_new_tokens = None  # each plain variant says what it wants; (c) and (e) set it as the stream runs do
+    generate(max_new_tokens=1, do_sample=False)  # untimed
+    prefill_s = statistics.median(generate(max_new_tokens=1, do_sample=False)[0] for _ in range(3))
+
+    async def one(key: str) -> dict:
+        if key == "c":
+            config.min_new_tokens = n
+            with GpuBusy() as busy:
+                answer = await ask(backend, request(n))
+            final = answer["final"]
+            return {"wall": answer["ended"] - answer["started"], "tokens": final.completion_tokens,
+                    "prefill": ttft_s, "streamer_tps": final.tokens_per_second, "busy": busy.mean}
+        streamer = QueueStreamer(tokenizer, loop, asyncio.Queue()) if key in ("b", "b1", "e") else None
+        extra = {}
+        if streamer:
+            extra["streamer"] = streamer
+        if key in ("b", "b2", "e"):
+            extra["stopping_criteria"] = [CancelCriteria(threading.Event())]
+        kwargs = {"a": greedy, "b": greedy, "b1": greedy, "b2": greedy,
+                  "a0": dict(max_new_tokens=n, do_sample=False),
+                  "d": dict(max_new_tokens=n, min_new_tokens=n, do_sample=True,
+                            temperature=args.temperature, top_p=1.0),
+                  "e": backend_kwargs}[key]
+        config.min_new_tokens = n if key == "e" else None
+        with GpuBusy() as busy:
+            wall, tokens = generate(**kwargs, **extra)
+        config.min_new_tokens = None
+        await asyncio.sleep(0)  # lets the loop run the streamer's call_soon_threadsafe callbacks
+        return {"wall": wall, "tokens": tokens, "prefill": prefill_s,
+                "streamer_tps": streamer.tokens_per_second if streamer else None, "busy": busy.mean}
+
+    runs: dict[str, list[dict]] = {key: [] for key in COMPARE}
+    started = time.perf_counter()
+    rounds = 0
+    while rounds == 0 or time.perf_counter() - started < args.compare_seconds:
+        for key in FIRST_ROUND if rounds == 0 else LATER_ROUNDS:
+            run = await one(key)
+            run["ms"] = 1000 * (run["wall"] - run["prefill"]) / max(run["tokens"] - 1, 1)
+            runs[key].append(run)
+            log.info("compare %s round %d: %d tokens in %.2f s, %.1f ms/token", key, rounds + 1, run["tokens"],
+                     run["wall"], run["ms"])
+            progress(compare_lines(runs, prefill_s, ttft_s, n, rounds + 1))
+        rounds += 1
+    config.min_new_tokens = n
+    return compare_lines(runs, prefill_s, ttft_s, n, rounds)
+
+
+def compare_lines(runs: dict[str, list[dict]], prefill_s: float, ttft_s: float, n: int, rounds: int) -> list[str]:
+    head = ("variant", "runs", "tokens", "wall s", "ms/token", "tokens/s", "vs (a)", "streamer tok/s", "GPU busy %")
+    rows = [head]
+    base = statistics.median(r["ms"] for r in runs["a"]) if runs["a"] else None
+    for key, label in COMPARE.items():
+        done = runs[key]
+        if not done:
+            continue
+        ms = statistics.median(r["ms"] for r in done)
+        streamer = [r["streamer_tps"] for r in done if r["streamer_tps"]]
+        rows.append((label, str(len(done)), "/".join(sorted({str(r["tokens"]) for r in done})),
+                     f"{statistics.median(r['wall'] for r in done):.2f}", f"{ms:.1f}", f"{1000 / ms:.1f}",
+                     f"{ms / base:.2f}x" if base else "-",
+                     f"{statistics.median(streamer):.1f}" if streamer else "-",
+                     "/".join(str(r["busy"]) for r in done)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["", f"plain generate() against the backend, same process, same loaded model, {n} new tokens, "
+                 f"medians over {rounds} round(s) (see the docstring):"]
+    lines += ["  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+              for row in rows]
+    lines.append(f"  prefill reference: plain generate(max_new_tokens=1) {prefill_s:.3f} s (median of 3), "
+                 f"backend max_tokens=1 request {ttft_s:.3f} s (TTFT above)")
+    lines.append("  ms/token per run: " + "; ".join(
+        f"{key}: " + ", ".join(f"{r['ms']:.1f}" for r in done) for key, done in runs.items() if done))
+    return lines
+
+
 # --- one precision ----------------------------------------------------------
 
-async def bench_precision(quantization: str, folder: Path, args, image: bytes, workdir: Path) -> dict:
+async def bench_precision(quantization: str, folder: Path, args, image: bytes, workdir: Path,
+                          progress=lambda lines: None) -> dict:
     from vision_chat_service.backends.transformers_backend import TransformersBackend
     from vision_chat_service.config import Settings
     from vision_chat_service.domain import ChatMessage, ChatRequest, GenerationOptions, Role
@@ -292,10 +430,10 @@ async def bench_precision(quantization: str, folder: Path, args, image: bytes, w
     # The service reads its settings from the environment: set them as a deployment would.
     os.environ.update({
         "CHAT_BACKEND": "transformers", "CHAT_MODEL": str(folder), "CHAT_QUANTIZATION": quantization,
-        "CHAT_DEVICE": "cuda" if cuda else "cpu", "CHAT_WORKERS": str(args.streams),
-        "CHAT_MAX_QUEUE": str(args.streams), "CHAT_MAX_TOKENS": str(args.tokens),
+        "CHAT_DEVICE": "cuda" if cuda else "cpu", "CHAT_WORKERS": str(max(args.streams, 1)),
+        "CHAT_MAX_QUEUE": str(max(args.streams, 1)), "CHAT_MAX_TOKENS": str(args.tokens),
         "MODELS_DIR": str(workdir / "models"), "ADAPTERS_DIR": str(workdir / "no-adapters"),
-        "CHAT_ADAPTERS_POLL_S": "0",
+        "CHAT_ADAPTERS_POLL_S": "0", "CHAT_TEMPERATURE": str(args.temperature),
     })
     settings = Settings()
     result: dict = {"precision": "nf4 (4bit)" if quantization == "4bit" else "bf16" if cuda else "fp32 (cpu)"}
@@ -353,6 +491,11 @@ async def bench_precision(quantization: str, folder: Path, args, image: bytes, w
     log.info("%s: 1 stream %d tokens, %.1f tokens/s", quantization, final.completion_tokens,
              final.tokens_per_second)
 
+    if args.compare_generate and quantization == "none":
+        result["compare"] = await compare_generate(backend, request, args, result["ttft_s"], progress)
+
+    if args.streams < 1:
+        return await finish(backend, result, cuda)
     with GpuBusy() as busy:
         async with Concurrency(backend) as running:
             answers = await asyncio.gather(*(ask(backend, request(args.tokens)) for _ in range(args.streams)))
@@ -367,11 +510,16 @@ async def bench_precision(quantization: str, folder: Path, args, image: bytes, w
         "most_running": running.most, "busy": busy.mean,
     }
     log.info("%s: %d streams %d tokens in %.1f s", quantization, args.streams, tokens, wall)
+    del loaded, generation_config
+    return await finish(backend, result, cuda)
+
+
+async def finish(backend, result: dict, cuda: bool) -> dict:
     if cuda:
         result["serve_peak_alloc_gib"] = torch.cuda.max_memory_allocated() / GIB
         result["serve_peak_reserved_gib"] = torch.cuda.max_memory_reserved() / GIB
     await backend.close()
-    del backend, loaded, generation_config
+    del backend
     release()
     return result
 
@@ -424,6 +572,12 @@ def table(results: list[dict], args) -> list[str]:
     row("1 stream: end-to-end tokens/s (incl. TTFT)", lambda r: f"{r['one']['e2e_tps']:.1f}")
     row("1 stream: service's TTFT (first text), s", lambda r: f"{r['one']['service_ttft_s']:.3f}")
     row("1 stream: GPU busy %", lambda r: r["one"]["busy"])
+    if args.streams < 1:
+        row("peak serving (TTFT + 1 stream + A/B): allocated / reserved, GiB",
+            lambda r: f"{r['serve_peak_alloc_gib']:.2f} / {r['serve_peak_reserved_gib']:.2f}")
+        width = max(len(r[0]) for r in rows)
+        cell = max(14, *(len(c) for r in rows for c in r[1:]))
+        return [f"{r[0]:<{width}}  " + "  ".join(f"{c:>{cell}}" for c in r[1:]) for r in rows]
     row(f"{args.streams} streams: completion tokens (min per stream)",
         lambda r: f"{r['many']['tokens']} ({r['many']['min_tokens']})")
     row(f"{args.streams} streams: generations running at once (max)", lambda r: f"{r['many']['most_running']}")
@@ -444,6 +598,8 @@ def table(results: list[dict], args) -> list[str]:
 
 
 def ollama_lines(results: list[dict], args) -> list[str]:
+    if args.streams < 1:
+        return []
     lines = ["Ollama (the other backend for llama3.2-vision): one request at a time. Its scheduler forces",
              "OLLAMA_NUM_PARALLEL to 1 for the mllama family (ollama/ollama server/sched.go, commit 09f1587:",
              "\"mllama doesn't support parallel requests yet\"; ollama/ollama#8186, maintainer: \"expected behavior",
@@ -466,7 +622,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="CPU, tiny Mllama (same structure): checks the code path")
     parser.add_argument("--precisions", default="none,4bit", help="CHAT_QUANTIZATION values, in order")
     parser.add_argument("--tokens", type=int, default=None, help="new tokens per answer (default 128; 8 with --tiny)")
-    parser.add_argument("--streams", type=int, default=8)
+    parser.add_argument("--streams", type=int, default=8, help="concurrent streams; 0 skips that part")
+    parser.add_argument("--compare-generate", action="store_true",
+                        help="bf16/fp32: plain generate() against the backend's streamer, criteria, sampling and "
+                             "worker thread on the loaded model (see the docstring)")
+    parser.add_argument("--compare-seconds", type=float, default=None,
+                        help="with --compare-generate: more rounds while this many seconds have not passed "
+                             "(default 100; 0 with --tiny: one round)")
+    parser.add_argument("--temperature", type=float, default=0.2,
+                        help="CHAT_TEMPERATURE for the backend and (d) (default: the service default, 0.2)")
     parser.add_argument("--ttft-repeats", type=int, default=None, help="default 5; 2 with --tiny")
     parser.add_argument("--model-dir", type=Path, default=None,
                         help="where the random checkpoint is written (default: a temporary folder)")
@@ -477,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.tokens = args.tokens or (8 if args.tiny else 128)
     args.ttft_repeats = args.ttft_repeats or (2 if args.tiny else 5)
+    if args.compare_seconds is None:
+        args.compare_seconds = 0 if args.tiny else 100
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.tiny:
         torch.set_num_threads(2)
@@ -514,19 +680,25 @@ def main(argv: list[str] | None = None) -> int:
                      f"{built['build_s']:.1f} s, saved in {built['save_s']:.1f} s")
         lines.append(f"request: one {IMAGE_PX}x{IMAGE_PX} JPEG + \"{PROMPT}\"; {args.tokens} new tokens for the "
                      f"stream runs (EOS suppressed via generation_config.min_new_tokens); sampling at the "
-                     f"service default (CHAT_TEMPERATURE=0.2); CHAT_WORKERS={args.streams}, "
-                     f"CHAT_MAX_QUEUE={args.streams}")
+                     f"service default (CHAT_TEMPERATURE={args.temperature}); CHAT_WORKERS={max(args.streams, 1)}, "
+                     f"CHAT_MAX_QUEUE={max(args.streams, 1)}")
         lines.append("tokenizer: the tests' stand-in (SmolLM2's + Llama 3 special tokens); image processor: "
                      "Llama 3.2 Vision's settings (MllamaImageProcessorPil, 560 px tiles, up to 4)")
         report()
         results = []
+
+        def progress(compare: list[str]) -> None:  # partial A/B tables, written as they come
+            lines[3:] = ([""] + table(results, args) if results else []) + compare
+            report()
+
         for quantization in args.precisions.split(","):
             results.append(asyncio.run(bench_precision(quantization, folder, args, image=test_image(),
-                                                       workdir=workdir)))
+                                                       workdir=workdir, progress=progress)))
             table_lines = table(results, args)
-            lines[3:] = [""] + table_lines + [""] + ollama_lines(results, args)
+            compare = [line for r in results for line in r.get("compare", [])]
+            lines[3:] = [""] + table_lines + compare + [""] + ollama_lines(results, args)
             report()
-            print("\n".join(table_lines), flush=True)
+            print("\n".join(table_lines + compare), flush=True)
         lines.append("")
         lines.append("raw TTFTs, s: " + "; ".join(
             f"{r['precision']}: " + ", ".join(f"{t:.3f}" for t in r["ttft_all"]) for r in results))
