@@ -61,11 +61,12 @@ $(VENV)/gateway/.installed: gateway/pyproject.toml protos/pyproject.toml $(GATEW
 	$(VENV)/gateway/bin/pip install $(PIP_FLAGS) -c $(GATEWAY_LOCK) -e protos -e gateway
 	touch $@
 
-# The QLoRA trainer (not a service: `make run` does not need it; the tests do).
+# The QLoRA trainer (not a service: `make run` does not need it; the tests do),
+# with its reports (TensorBoard events, the loss-curve PNG), which the tests check.
 $(VENV)/trainer/.installed: trainer/pyproject.toml $(TRAINER_LOCK)
 	$(PYTHON) -m venv $(VENV)/trainer
 	$(VENV)/trainer/bin/pip install $(PIP_FLAGS) -c $(TRAINER_LOCK) $(TORCH_CPU)
-	$(VENV)/trainer/bin/pip install $(PIP_FLAGS) -c $(TRAINER_LOCK) -e trainer
+	$(VENV)/trainer/bin/pip install $(PIP_FLAGS) -c $(TRAINER_LOCK) -e 'trainer[reports]'
 	touch $@
 
 $(VENV)/test/.installed: tests/requirements.txt protos/pyproject.toml $(TEST_LOCK)

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import time
 from datetime import datetime
@@ -102,7 +103,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 @pytest.fixture(scope="module")
 def fresh_run(trainer_env, tmp_path_factory):
-    """One complete QLoRA run; two knobs of the config file overridden on the command line."""
+    """One complete QLoRA run; knobs of the config file overridden on the command line."""
     adapters = tmp_path_factory.mktemp("adapters")
     result = run_trainer(
         trainer_env,
@@ -115,6 +116,8 @@ def fresh_run(trainer_env, tmp_path_factory):
         "8",
         "--ollama_from",
         "smollm2:135m",
+        "--report_to",
+        "tensorboard",  # the CPU config turns it off; the reports are tested here
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return adapters, adapters / "fresh-es", result
@@ -161,6 +164,27 @@ def test_the_adapter_folder_is_complete_with_a_valid_manifest(fresh_run):
     run_dir = Path(manifest["run"]["run_dir"])
     assert not list(run_dir.glob("checkpoint-*"))
     assert [entry for entry in json.loads((run_dir / "log_history.json").read_text()) if "loss" in entry]
+
+
+def test_the_run_folder_has_tensorboard_events_and_a_loss_curve(fresh_run, trainer_env):
+    _, folder, _ = fresh_run
+    run_dir = Path(read_manifest(folder)["run"]["run_dir"])
+    losses = [entry["loss"] for entry in json.loads((run_dir / "log_history.json").read_text()) if "loss" in entry]
+    # Read with TensorBoard's own reader, in the trainer's venv (where tensorboard is installed).
+    script = ("import json, sys; from tensorboard.backend.event_processing.event_accumulator import "
+              "EventAccumulator as E; runs = [E(p).Reload() for p in sys.argv[1:]]; "
+              "print(json.dumps([s.value for r in runs if 'train/loss' in r.Tags()['scalars'] "
+              "for s in r.Scalars('train/loss')]))")
+    events = sorted({str(p.parent) for p in run_dir.rglob("events.out.tfevents.*")})
+    assert events, f"no TensorBoard events under {run_dir}"
+    read = subprocess.run([str(TRAINER_PYTHON), "-c", script, *events], capture_output=True, text=True,
+                          env=trainer_env, timeout=120)
+    assert read.returncode == 0, read.stderr[-2000:]
+    assert json.loads(read.stdout) == pytest.approx(losses, rel=1e-5)  # the same losses as the log
+    png = run_dir / "loss.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png.read_bytes()[16:24])
+    assert (width, height) == (600, 350)  # figsize 6 x 3.5 at 100 dpi
 
 
 def test_command_line_values_override_the_config_file(fresh_run):
