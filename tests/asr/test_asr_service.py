@@ -121,7 +121,8 @@ def test_reflection_lists_and_describes_the_transcription_service(channel):
 # --- transcription -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("fmt", ["webm", "ogg", "mp4", "mp3"])
+# fmp4: Safari's MediaRecorder (fragmented MP4, no sample index up front).
+@pytest.mark.parametrize("fmt", ["webm", "ogg", "mp4", "fmp4", "mp3"])
 def test_spanish_speech_is_transcribed_from_each_browser_format(stub, sentence_samples, fmt):
     audio = clips.encode(*sentence_samples, fmt)
     reply = transcribe(stub, audio, clips.CONTAINERS[fmt].mime_type)

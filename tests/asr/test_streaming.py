@@ -61,12 +61,12 @@ def two_utterances_webm() -> bytes:
     return clips.encode(np.concatenate([first, pause, second]), rate, "webm")
 
 
-def config_message(language: str | None = None) -> asr_pb2.StreamingTranscribeRequest:
+def config_message(language: str | None = None,
+                   mime_type: str = "audio/webm;codecs=opus") -> asr_pb2.StreamingTranscribeRequest:
     options = asr_pb2.TranscriptionOptions()
     if language is not None:
         options.language = language
-    return asr_pb2.StreamingTranscribeRequest(
-        config=asr_pb2.StreamingConfig(mime_type="audio/webm;codecs=opus", options=options))
+    return asr_pb2.StreamingTranscribeRequest(config=asr_pb2.StreamingConfig(mime_type=mime_type, options=options))
 
 
 def audio_messages(data: bytes, chunk: int = CHUNK, seconds: float = 0.0):
@@ -78,8 +78,9 @@ def audio_messages(data: bytes, chunk: int = CHUNK, seconds: float = 0.0):
         yield asr_pb2.StreamingTranscribeRequest(audio_chunk=piece)
 
 
-def stream(stub, data: bytes, seconds: float = 0.0, chunk: int = CHUNK) -> list[asr_pb2.StreamingTranscribeResponse]:
-    requests = _chain(config_message(), audio_messages(data, chunk, seconds))
+def stream(stub, data: bytes, seconds: float = 0.0, chunk: int = CHUNK,
+           mime_type: str = "audio/webm;codecs=opus") -> list[asr_pb2.StreamingTranscribeResponse]:
+    requests = _chain(config_message(mime_type=mime_type), audio_messages(data, chunk, seconds))
     return list(stub.StreamingTranscribe(requests, timeout=TIMEOUT))
 
 
@@ -118,6 +119,17 @@ def test_firefox_ogg_opus_stream_is_transcribed_too(stub):
     samples, rate = clips.wav_to_samples(clips.speak_wav(LONGER))
     finals = [r for r in stream(stub, clips.encode(samples, rate, "ogg")) if r.is_final]
     assert len(finals) == 1 and "madrid" in plain(finals[0].text), finals
+
+
+def test_safari_fragmented_mp4_stream_gives_interims_then_the_final(stub):
+    # Safari's MediaRecorder: AAC in fragmented MP4, sent fragment by fragment as it records.
+    samples, rate = clips.wav_to_samples(clips.speak_wav(LONGER))
+    data, duration = clips.encode(samples, rate, "fmp4"), len(samples) / rate
+    replies = stream(stub, data, seconds=duration, mime_type="audio/mp4")
+    finals = [r for r in replies if r.is_final]
+    assert [r for r in replies if not r.is_final], "no interim result while the recording grew"
+    assert len(finals) == 1 and "madrid" in plain(finals[0].text), replies
+    assert replies[-1].is_final
 
 
 def test_silence_stream_gives_no_results(stub):

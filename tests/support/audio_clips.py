@@ -31,6 +31,7 @@ class Container:
     codec: str
     sample_rate: int
     mime_type: str
+    muxer_options: tuple[tuple[str, str], ...] = ()
 
 
 # Opus only runs at 8/12/16/24/48 kHz, so it gets 48 kHz like MediaRecorder's;
@@ -39,6 +40,10 @@ CONTAINERS: dict[str, Container] = {
     "webm": Container("webm", "libopus", 48000, "audio/webm;codecs=opus"),
     "ogg": Container("ogg", "libopus", 48000, "audio/ogg;codecs=opus"),
     "mp4": Container("mp4", "aac", 44100, "audio/mp4"),
+    # What Safari's MediaRecorder writes: fragmented MP4 (an empty moov, then
+    # moof+mdat fragments), which a decoder must read without a sample index.
+    "fmp4": Container("mp4", "aac", 48000, "audio/mp4",
+                      (("movflags", "frag_keyframe+empty_moov+default_base_moof"),)),
     "mp3": Container("mp3", "libmp3lame", 44100, "audio/mpeg"),
     "flac": Container("flac", "flac", 22050, "audio/flac"),
     "wav": Container("wav", "pcm_s16le", 22050, "audio/wav"),
@@ -91,7 +96,7 @@ def encode(samples: np.ndarray, rate: int, fmt: str) -> bytes:
     spec = CONTAINERS[fmt]
     pcm = np.clip(samples * 32767.0, -32768, 32767).astype(np.int16).reshape(1, -1)
     buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format=spec.muxer) as out:
+    with av.open(buffer, mode="w", format=spec.muxer, options=dict(spec.muxer_options)) as out:
         stream = out.add_stream(spec.codec, rate=spec.sample_rate, layout="mono")
         frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
         frame.sample_rate = rate
