@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from tests.support import audio_clips as clips
-from tests.support.services import grpc_service
+from tests.support.services import asr_stub
 
 SERVICE_NAME = asr_pb2.DESCRIPTOR.services_by_name["Transcription"].full_name
 
@@ -206,9 +206,8 @@ def test_service_still_transcribes_after_bad_input(stub, sentence_samples):
 @pytest.fixture(scope="module")
 def strict_stub(tmp_path_factory):
     env = {"ASR_WORKERS": "1", "ASR_MAX_QUEUE": "0", "ASR_MAX_AUDIO_SECONDS": "5"}
-    with grpc_service("asr", tmp_path_factory.mktemp("strict-asr"), env, timeout=120) as (_, addr), \
-            grpc.insecure_channel(addr) as ch:
-        yield asr_pb2_grpc.TranscriptionStub(ch)
+    with asr_stub(tmp_path_factory.mktemp("strict-asr"), env, timeout=120) as (_, stub):
+        yield stub
 
 
 def test_audio_longer_than_the_limit_is_invalid_argument(strict_stub):

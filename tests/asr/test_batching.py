@@ -29,10 +29,10 @@ import unicodedata
 import grpc
 import numpy as np
 import pytest
-from chatbot_protos.asr.v1 import asr_pb2, asr_pb2_grpc
+from chatbot_protos.asr.v1 import asr_pb2
 
 from tests.support import audio_clips as clips
-from tests.support.services import grpc_service
+from tests.support.services import asr_stub
 
 TIMEOUT = 300  # seconds: 4-8 model passes on a shared 2-core CPU
 BATCH_SIZE = 4
@@ -134,18 +134,16 @@ def long_recording() -> tuple[bytes, float]:
 @pytest.fixture(scope="module")
 def unbatched(tmp_path_factory):
     env = {"ASR_BATCH_SIZE": "1", "ASR_DEVICE": "cpu"}
-    with grpc_service("asr", tmp_path_factory.mktemp("unbatched-asr"), env, timeout=300) as (_, addr), \
-            grpc.insecure_channel(addr) as channel:
-        yield asr_pb2_grpc.TranscriptionStub(channel)
+    with asr_stub(tmp_path_factory.mktemp("unbatched-asr"), env) as (_, stub):
+        yield stub
 
 
 @pytest.fixture(scope="module")
 def batched_service(tmp_path_factory):
     env = {"ASR_BATCH_SIZE": str(BATCH_SIZE), "ASR_BATCH_WINDOW_MS": "1000", "ASR_DEVICE": "cpu",
            "ASR_WORKERS": "1", "ASR_MAX_QUEUE": "8", "LOG_LEVEL": "DEBUG"}
-    with grpc_service("asr", tmp_path_factory.mktemp("batched-asr"), env, timeout=300) as (service, addr), \
-            grpc.insecure_channel(addr) as channel:
-        yield service, asr_pb2_grpc.TranscriptionStub(channel)
+    with asr_stub(tmp_path_factory.mktemp("batched-asr"), env) as (service, stub):
+        yield service, stub
 
 
 @pytest.fixture(scope="module")

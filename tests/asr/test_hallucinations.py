@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import importlib.util
 
-import grpc
 import numpy as np
 import pytest
-from chatbot_protos.asr.v1 import asr_pb2, asr_pb2_grpc
+from chatbot_protos.asr.v1 import asr_pb2
 
 from scripts.stack import REPO
 from tests.support import audio_clips as clips
-from tests.support.services import grpc_service
+from tests.support.services import asr_stub
 
 TIMEOUT = 120
 RATE = 16000
@@ -87,9 +86,8 @@ NON_SPEECH = {
 
 @pytest.fixture(scope="module")
 def stub(tmp_path_factory):
-    with grpc_service("asr", tmp_path_factory.mktemp("hallucinations-asr"), {}, timeout=300) as (_, addr), \
-            grpc.insecure_channel(addr) as channel:
-        yield asr_pb2_grpc.TranscriptionStub(channel)
+    with asr_stub(tmp_path_factory.mktemp("hallucinations-asr"), {}) as (_, stub):
+        yield stub
 
 
 def transcribe(stub, audio: bytes, **options) -> asr_pb2.TranscribeResponse:

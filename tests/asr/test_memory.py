@@ -27,12 +27,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import grpc
 import pytest
-from chatbot_protos.asr.v1 import asr_pb2, asr_pb2_grpc
+from chatbot_protos.asr.v1 import asr_pb2
 
 from tests.support import audio_clips as clips
-from tests.support.services import grpc_service
+from tests.support.services import asr_stub
 
 REQUESTS = 200
 WARM_AFTER = 20
@@ -53,9 +52,8 @@ def rss_kib(pid: int) -> int:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     env = {"ASR_WORKERS": "1"}
-    with grpc_service("asr", tmp_path_factory.mktemp("memory-asr"), env, timeout=300) as (svc, addr), \
-            grpc.insecure_channel(addr) as channel:
-        yield svc, asr_pb2_grpc.TranscriptionStub(channel)
+    with asr_stub(tmp_path_factory.mktemp("memory-asr"), env) as (svc, stub):
+        yield svc, stub
 
 
 def request(samples, rate: int, fmt: str) -> asr_pb2.TranscribeRequest:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from chatbot_protos.asr.v1 import asr_pb2, asr_pb2_grpc
+from chatbot_protos.asr.v1 import asr_pb2
 
 from tests.support import audio_clips as clips
-from tests.support.services import grpc_service
+from tests.support.services import asr_stub
 
 # The language tokens of Whisper's multilingual vocabulary: 99, plus Cantonese
 # ("yue", added with large-v3), which both engines list for every
@@ -24,9 +24,8 @@ WHISPER_LANGUAGES = 100
 @pytest.fixture(scope="module")
 def stub(tmp_path_factory):
     env = {"ASR_LANGUAGE": "en", "ASR_DEVICE": "cpu"}
-    with grpc_service("asr", tmp_path_factory.mktemp("model-info-asr"), env, timeout=300) as (_, addr), \
-            grpc.insecure_channel(addr) as channel:
-        yield asr_pb2_grpc.TranscriptionStub(channel)
+    with asr_stub(tmp_path_factory.mktemp("model-info-asr"), env) as (_, stub):
+        yield stub
 
 
 def test_list_models_describes_the_loaded_faster_whisper_model(stub):

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from chatbot_protos.asr.v1 import asr_pb2, asr_pb2_grpc
+from chatbot_protos.asr.v1 import asr_pb2
 
 from tests.support import audio_clips as clips
-from tests.support.services import grpc_service, start_service
+from tests.support.services import asr_stub, start_service
 from tests.support.tiny_whisper import build_in_asr_venv
 
 SENTENCE = "Hola, quiero saber el tiempo de mañana"
@@ -37,9 +37,8 @@ def checkpoint(tmp_path_factory) -> Path:
 def stub(tmp_path_factory, checkpoint):
     env = {"ASR_ENGINE": "openai-whisper", "ASR_MODEL": str(checkpoint),
            "ASR_MAX_AUDIO_SECONDS": str(MAX_SECONDS)}
-    with grpc_service("asr", tmp_path_factory.mktemp("openai-whisper-asr"), env, timeout=300) as (_, addr), \
-            grpc.insecure_channel(addr) as channel:
-        yield asr_pb2_grpc.TranscriptionStub(channel)
+    with asr_stub(tmp_path_factory.mktemp("openai-whisper-asr"), env) as (_, stub):
+        yield stub
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,10 @@ import unicodedata
 import grpc
 import numpy as np
 import pytest
-from chatbot_protos.asr.v1 import asr_pb2, asr_pb2_grpc
+from chatbot_protos.asr.v1 import asr_pb2
 
 from tests.support import audio_clips as clips
-from tests.support.services import grpc_service
+from tests.support.services import asr_stub
 
 LONGER = "Buenos días. Quiero saber el tiempo de mañana en Madrid, por favor."
 SECOND = "Gracias. Ahora quiero escuchar música tranquila."
@@ -36,9 +36,8 @@ def plain(text: str) -> str:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     env = {"ASR_MAX_AUDIO_SECONDS": str(MAX_SECONDS)}
-    with grpc_service("asr", tmp_path_factory.mktemp("streaming-asr"), env, timeout=300) as (svc, addr), \
-            grpc.insecure_channel(addr) as channel:
-        yield svc, asr_pb2_grpc.TranscriptionStub(channel)
+    with asr_stub(tmp_path_factory.mktemp("streaming-asr"), env) as (svc, stub):
+        yield svc, stub
 
 
 @pytest.fixture(scope="module")

@@ -96,17 +96,23 @@ def test_the_asr_service_dying_mid_transcription_is_503_and_its_return_is_served
         assert "tiempo" in answer.json()["transcription"].lower()
 
 
+def stream_with_sigterm_mid_answer(client: httpx.Client, process) -> list[str]:
+    """Streams an answer and sends `process` SIGTERM at its first piece; returns the event names seen."""
+    with client.stream("POST", "/api/chat/stream", data=LONG_ANSWER) as response:
+        assert response.status_code == 200
+        names = []
+        for name, _ in read_events(response):
+            names.append(name)
+            if names.count("delta") == 1:
+                process.send_signal(signal.SIGTERM)  # asked to stop mid-answer
+    return names
+
+
 def test_sigterm_lets_the_answer_in_progress_finish_before_the_chat_service_exits(tmp_path, ports, gateway):
     _, client = gateway
     # Short, so that a slow shared machine still finishes within the grace (chatbot_protos/serving.py).
     with service_on("chat", ports["chat"], tmp_path, {"CHAT_MAX_TOKENS": "8"}) as chat:
-        with client.stream("POST", "/api/chat/stream", data=LONG_ANSWER) as response:
-            assert response.status_code == 200
-            names = []
-            for name, _ in read_events(response):
-                names.append(name)
-                if names.count("delta") == 1:
-                    chat.process.send_signal(signal.SIGTERM)  # asked to stop mid-answer
+        names = stream_with_sigterm_mid_answer(client, chat.process)
         assert names[-1] == "done" and "error" not in names, names
         assert chat.process.wait(timeout=60) == 0
 
@@ -115,13 +121,7 @@ def test_sigterm_lets_the_gateway_finish_the_stream_in_progress_before_it_exits(
     service, client = gateway
     # Short, so that a slow shared machine still finishes within the gateway's grace (server.py).
     with service_on("chat", ports["chat"], tmp_path, {"CHAT_MAX_TOKENS": "8"}):
-        with client.stream("POST", "/api/chat/stream", data=LONG_ANSWER) as response:
-            assert response.status_code == 200
-            names = []
-            for name, _ in read_events(response):
-                names.append(name)
-                if names.count("delta") == 1:
-                    service.process.send_signal(signal.SIGTERM)  # the gateway is asked to stop mid-answer
+        names = stream_with_sigterm_mid_answer(client, service.process)
         assert names[-1] == "done" and "error" not in names, names
         # uvicorn shuts down gracefully, then ends by the signal it caught (so the status says why it stopped).
         assert service.process.wait(timeout=60) == -signal.SIGTERM

@@ -8,7 +8,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import httpx
+from chatbot_protos.asr.v1 import asr_pb2_grpc
 
 from scripts.stack import REPO, Service, StackConfig, free_port
 from tests.support.grpc_health import wait_until_serving
@@ -74,3 +76,10 @@ def service_on(kind: str, port: int, log_dir: Path, env: dict[str, str] | None =
         yield service
     finally:
         service.stop()
+
+
+@contextmanager
+def asr_stub(log_dir: Path, env: dict[str, str], timeout: float = 300):
+    """An ASR service of its own, SERVING; yields (service, its TranscriptionStub)."""
+    with grpc_service("asr", log_dir, env, timeout) as (service, address), grpc.insecure_channel(address) as channel:
+        yield service, asr_pb2_grpc.TranscriptionStub(channel)
