@@ -57,6 +57,13 @@ class RunArguments:
         metadata=_help("prompts generated before and after training, saved in the manifest"),
     )
     sample_max_new_tokens: int = field(default=64, metadata=_help("tokens generated per sample prompt (greedy)"))
+    sample_images: int = field(
+        default=3,
+        metadata=_help(
+            "vision data: held-out rows (image + question) generated before and after training, saved in the "
+            "manifest (the text sample_prompts are for text data)"
+        ),
+    )
     prompt_template: str = field(
         default="",
         metadata=_help(
@@ -112,6 +119,13 @@ class ModelArguments:
             "sdpa otherwise), eager, flash_attention_2, flex_attention"
         ),
     )
+    quantize_vision_tower: bool = field(
+        default=False,
+        metadata=_help(
+            "vision-language bases: quantise the vision tower and projector too (default: only the language "
+            "model; the frozen vision part stays in compute_dtype)"
+        ),
+    )
     trust_remote_code: bool = field(default=False, metadata=_help("run model code shipped with the checkpoint"))
 
 
@@ -120,8 +134,9 @@ class DataArguments:
     dataset: str = field(
         default="",
         metadata=_help(
-            "Hub dataset name, a local .jsonl/.json/.parquet/.csv file or folder, or chatterbot:<language> "
-            "(pairs from the chatterbot-corpus package, e.g. chatterbot:spanish)"
+            "Hub dataset name, a local .jsonl/.json/.parquet/.csv file or folder, chatterbot:<language> "
+            "(pairs from the chatterbot-corpus package, e.g. chatterbot:spanish), or easy-vqa:<train|test> "
+            "(image + question + answer rows from the easy-vqa package)"
         ),
     )
     dataset_config: str = field(default="", metadata=_help("Hub dataset configuration (subset) name"))
@@ -129,8 +144,9 @@ class DataArguments:
     dataset_format: str = field(
         default="auto",
         metadata=_help(
-            "text (one column of formatted text), messages (chat), prompt_completion, or auto (by the columns present)",
-            choices=["auto", "text", "messages", "prompt_completion"],
+            "text (one column of formatted text), messages (chat), prompt_completion, vision (messages + an "
+            "images or image column), or auto (by the columns present)",
+            choices=["auto", "text", "messages", "prompt_completion", "vision"],
         ),
     )
     text_column: str = field(default="text", metadata=_help("the column of a text-format dataset"))
@@ -280,6 +296,8 @@ def validate(config: Config) -> None:
         raise ConfigError("`packing` makes rows equally long: use train_sampling_strategy random with it")
     if data.eval_size < 0:
         raise ConfigError("`eval_size` must be >= 0")
+    if run.sample_images < 0:
+        raise ConfigError("`sample_images` must be >= 0")
     if run.sample_max_new_tokens < 0:
         raise ConfigError("`sample_max_new_tokens` must be >= 0")
     if run.prompt_template and "{prompt}" not in run.prompt_template:

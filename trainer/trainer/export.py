@@ -18,25 +18,26 @@ def merge(
 ) -> Path:
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
-    from trainer.model import load_config, load_tokenizer
+    from trainer.model import is_vision_config, load_config, load_processing_class, model_class
 
     if target.exists() and not overwrite:
         raise FileExistsError(f"merged model {target} already exists: pick another merged_dir or pass --overwrite")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.partial-{secrets.token_hex(4)}"
     try:
-        base = AutoModelForCausalLM.from_pretrained(
+        config = load_config(base_path, trust_remote_code)
+        base = model_class(config).from_pretrained(
             base_path,
-            config=load_config(base_path, trust_remote_code),
+            config=config,
             dtype=torch.bfloat16,
             device_map={"": "cpu"},
             trust_remote_code=trust_remote_code,
         )
         merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
         merged.save_pretrained(staging)
-        load_tokenizer(str(adapter_dir)).save_pretrained(staging)
+        vision = is_vision_config(config)
+        load_processing_class(str(adapter_dir), vision, trust_remote_code).save_pretrained(staging)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

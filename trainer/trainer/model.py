@@ -1,4 +1,12 @@
-"""The frozen base model (4-bit by default), its tokenizer, and the LoRA adapter's configuration."""
+"""The frozen base model (4-bit by default), its tokenizer or processor, and the
+LoRA adapter's configuration.
+
+Vision-language bases (a config with a `vision_config`: Mllama, Qwen2-VL,
+Idefics3 …) load as image-text-to-text models with their processor. Their
+adapter goes on the language model only, and by default only the language
+model is quantised: the vision tower and projector are small (~0.9 B of
+Llama 3.2 Vision's 10.7 B), frozen, and 4-bit rounding of the image features
+costs quality that no adapter on the text side can win back."""
 
 from __future__ import annotations
 
@@ -54,7 +62,8 @@ def device_map(train: TrainArguments) -> dict[str, Any]:
     return {"": PartialState().local_process_index}
 
 
-def quantization_config(args: ModelArguments) -> Any:
+def quantization_config(args: ModelArguments, skip_modules: list[str] | None = None) -> Any:
+    """bitsandbytes settings; `skip_modules` stay in compute dtype (None: transformers' default, the output head)."""
     from transformers import BitsAndBytesConfig
 
     if args.quantization in ("nf4", "fp4"):
@@ -63,10 +72,38 @@ def quantization_config(args: ModelArguments) -> Any:
             bnb_4bit_quant_type=args.quantization,
             bnb_4bit_compute_dtype=torch_dtype(args.compute_dtype),
             bnb_4bit_use_double_quant=args.double_quant,
+            llm_int8_skip_modules=skip_modules,  # despite the name, read by the 4-bit path too
         )
     if args.quantization == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True)
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip_modules)
     return None
+
+
+def is_vision_config(config: Any) -> bool:
+    """Whether a checkpoint is a vision-language model (it has a vision tower)."""
+    return getattr(config, "vision_config", None) is not None
+
+
+def decoder_path(model: PreTrainedModel) -> str:
+    """The dotted name of the language model inside a vision-language model
+    (Mllama: model.language_model, Idefics3: model.text_model)."""
+    decoder = model.get_decoder()
+    return next(name for name, module in model.named_modules() if module is decoder)
+
+
+def vision_parts(config: Any, trust_remote_code: bool = False) -> list[str]:
+    """Dotted names of what is neither the language model nor the output head
+    (vision tower, projector), found on a weightless (meta) copy of the model."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    with torch.device("meta"):
+        skeleton = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
+    decoder = decoder_path(skeleton)
+    parent = decoder.rpartition(".")[0]
+    container = skeleton.get_submodule(parent) if parent else skeleton
+    prefix = f"{parent}." if parent else ""
+    return [prefix + name for name, _ in container.named_children() if prefix + name != decoder]
 
 
 def load_config(path: str, trust_remote_code: bool) -> Any:
@@ -101,22 +138,53 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedToke
     return tokenizer
 
 
-def load_model(path: str, args: ModelArguments, train: TrainArguments) -> PreTrainedModel:
-    from transformers import AutoModelForCausalLM
+def load_processor(path: str, trust_remote_code: bool = False) -> Any:
+    """A vision-language model's processor (image preprocessing + its tokenizer)."""
+    from transformers import AutoProcessor
 
+    try:
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as error:
+        raise FileNotFoundError(f"cannot load the processor of {path}: {error}") from None
+    tokenizer = processor.tokenizer
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    return processor
+
+
+def load_processing_class(path: str, vision: bool, trust_remote_code: bool = False) -> Any:
+    """What turns rows into tensors: the processor of a vision model, else the tokenizer."""
+    return load_processor(path, trust_remote_code) if vision else load_tokenizer(path, trust_remote_code)
+
+
+def model_class(config: Any) -> Any:
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText if is_vision_config(config) else AutoModelForCausalLM
+
+
+def load_model(path: str, args: ModelArguments, train: TrainArguments) -> PreTrainedModel:
     if args.attn_implementation == VARLEN_ATTENTION:
         register_varlen_attention()
     config = load_config(path, args.trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(
+    skip = None
+    if is_vision_config(config) and not args.quantize_vision_tower:
+        skip = [*vision_parts(config, args.trust_remote_code), "lm_head"]
+        if args.quantization != "none":
+            log.info("kept in %s, not quantised: %s", args.compute_dtype, ", ".join(skip))
+    model = model_class(config).from_pretrained(
         path,
         config=config,
-        quantization_config=quantization_config(args),
+        quantization_config=quantization_config(args, skip),
         dtype=torch_dtype(args.compute_dtype),
         device_map=device_map(train),
         attn_implementation=args.attn_implementation,
         trust_remote_code=args.trust_remote_code,
     )
-    model.config.use_cache = False  # the cache is useless in training and fights gradient checkpointing
+    # The cache is useless in training and fights gradient checkpointing.
+    model.config.use_cache = False
+    model.config.get_text_config().use_cache = False
     return model
 
 
@@ -248,7 +316,7 @@ def linear_module_names(model: PreTrainedModel) -> list[str]:
     """The short names of the linear layers PEFT's "all-linear" picks (the output head excluded)."""
     import torch
 
-    head = model.get_output_embeddings()
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     names = {
         name.rsplit(".", 1)[-1]
         for name, module in model.named_modules()
@@ -266,12 +334,32 @@ def describe_weights(model: PreTrainedModel) -> str:
     return str(model.dtype).removeprefix("torch.")
 
 
+def language_model_targets(args: LoraArguments, model: PreTrainedModel) -> str:
+    """PEFT target_modules for the language model of a vision-language model
+    only: a regex over full module names (PEFT full-matches a string), so the
+    vision tower's q_proj/fc layers get no adapter. The last-N-layers choice
+    goes into the regex too (PEFT ignores layers_to_transform with a regex)."""
+    import re
+
+    decoder = decoder_path(model)
+    names = args.lora_target_modules
+    if names == ["all-linear"]:
+        names = linear_module_names(model.get_decoder())
+    layers = r"\d+"
+    if args.lora_last_layers:
+        count = model.config.get_text_config().num_hidden_layers
+        layers = "|".join(str(index) for index in range(max(0, count - args.lora_last_layers), count))
+    return rf"{re.escape(decoder)}\.layers\.(?:{layers})\..*\.(?:{'|'.join(map(re.escape, names))})"
+
+
 def lora_config(args: LoraArguments, model: PreTrainedModel | None = None) -> LoraConfig:
     from peft import LoraConfig
 
     targets: str | list[str] = args.lora_target_modules
     layers = None
-    if args.lora_last_layers:
+    if model is not None and is_vision_config(model.config):
+        targets = language_model_targets(args, model)
+    elif args.lora_last_layers:
         if model is None:
             raise ValueError("lora_last_layers needs the model")
         count = model.config.get_text_config().num_hidden_layers

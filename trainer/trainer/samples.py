@@ -1,5 +1,6 @@
-"""Greedy generations for a few fixed prompts, with the adapter off (the base
-model: "before") and on ("after"), so the manifest shows what training changed."""
+"""Greedy generations for a few fixed prompts (text data) or held-out rows
+(vision data: image + question), with the adapter off (the base model:
+"before") and on ("after"), so the manifest shows what training changed."""
 
 from __future__ import annotations
 
@@ -34,18 +35,69 @@ def generate(
     max_new_tokens: int,
     adapter: bool,
 ) -> list[str]:
+    encoded = [encode_prompt(tokenizer, prompt, template, use_chat_template) for prompt in prompts]
+    return _greedy(model, tokenizer, encoded, max_new_tokens=max_new_tokens, adapter=adapter)
+
+
+def question_of(row: dict) -> list[dict]:
+    """A vision row's turns up to its first answer: what the model is asked."""
+    messages = row["messages"]
+    first_answer = next((i for i, message in enumerate(messages) if message["role"] == "assistant"), len(messages))
+    return messages[:first_answer]
+
+
+def describe_row(row: dict) -> dict[str, str]:
+    """The question's text, the row's first image (path when it has one) and the dataset's answer."""
+    text = " ".join(_texts(message["content"]) for message in question_of(row) if message["role"] == "user")
+    images = row.get("images", [row.get("image")])
+    first = images[0] if images else None
+    image = (first.get("path") if isinstance(first, dict) else None) or ("(embedded)" if first else "")
+    answer = next((_texts(m["content"]) for m in row["messages"] if m["role"] == "assistant"), "")
+    return {"prompt": text, "image": image or "", "reference": answer}
+
+
+def _texts(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return " ".join(part.get("text") or "" for part in content if part.get("type") == "text")
+
+
+def encode_row(processor: Any, row: dict) -> Any:
+    """A vision row's question with its images, through the processor's chat template."""
+    from trl.data_utils import prepare_multimodal_messages
+
+    images = row.get("images")
+    if images is None:
+        images = [row["image"]] if row.get("image") is not None else []
+    messages = prepare_multimodal_messages(question_of(row), images=images)
+    return processor.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+
+
+def generate_for_rows(model: Any, processor: Any, rows: list[dict], *, max_new_tokens: int, adapter: bool) -> list[str]:
+    """Greedy answers of a vision model to the questions (and images) of dataset rows."""
+    encoded = [encode_row(processor, row) for row in rows]
+    return _greedy(model, processor.tokenizer, encoded, max_new_tokens=max_new_tokens, adapter=adapter)
+
+
+def _greedy(model: Any, tokenizer: Any, encoded: list[Any], *, max_new_tokens: int, adapter: bool) -> list[str]:
     import torch
 
-    if not prompts or max_new_tokens == 0:
-        return ["" for _ in prompts]
+    if not encoded or max_new_tokens == 0:
+        return ["" for _ in encoded]
     was_training = model.training
     model.eval()
     answers = []
     switch = nullcontext() if adapter else model.disable_adapter()
     try:
         with switch, torch.inference_mode():
-            for prompt in prompts:
-                inputs = encode_prompt(tokenizer, prompt, template, use_chat_template).to(model.device)
+            for inputs in encoded:
+                # Pixel values follow the model's floating dtype; token ids stay integers.
+                if "pixel_values" in inputs:
+                    inputs = inputs.to(model.device, dtype=model.dtype)
+                else:
+                    inputs = inputs.to(model.device)
                 output = model.generate(
                     **inputs,
                     max_new_tokens=max_new_tokens,

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from trainer import data as data_module
-from trainer import export, output, recipe, samples
+from trainer import export, output, recipe, samples, vision_data
 from trainer.config import Config, ConfigError, validate
-from trainer.model import describe_weights, load_model, load_tokenizer, resolve_base_model
+from trainer.model import (describe_weights, is_vision_config, load_config, load_model, load_processing_class,
+                           resolve_base_model)
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,15 @@ def run(config: Config) -> Path | None:
     data = data_module.load(config.data, config.train.seed)  # data errors surface before a model loads
 
     load_path, recorded_base = resolve_base_model(config.model.base_model)
+    vision = is_vision_config(load_config(load_path, config.model.trust_remote_code))
+    if data.vision and not vision:
+        raise data_module.DataError(
+            f"dataset {data.name} has images but {config.model.base_model} is a text model: "
+            "train a vision-language base (e.g. meta-llama/Llama-3.2-11B-Vision-Instruct) or drop the images"
+        )
     started = time.monotonic()
-    tokenizer = load_tokenizer(load_path, config.model.trust_remote_code)
+    # The processor of a vision model (image preprocessing + tokenizer), else the tokenizer.
+    tokenizer = load_processing_class(load_path, vision, config.model.trust_remote_code)
     model = load_model(load_path, config.model, config.train)
     log.info("loaded %s (%s) in %.1f s", load_path, config.model.quantization, time.monotonic() - started)
 
@@ -45,7 +53,7 @@ def run(config: Config) -> Path | None:
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     metrics = _training_metrics(trainer, result)
     metrics.update(_eval_losses(trainer))
-    sample_rows = _samples(config, trainer, tokenizer, use_chat_template=data.conversational)
+    sample_rows = _samples(config, trainer, tokenizer, data)
 
     if not trainer.is_world_process_zero():
         trainer.accelerator.wait_for_everyone()
@@ -54,6 +62,7 @@ def run(config: Config) -> Path | None:
     content = output.manifest(
         name=name,
         base_model=recorded_base,
+        task="vision" if vision else "text",
         dataset=data.manifest(),
         hyperparameters=config.as_dict(),
         metrics=metrics,
@@ -69,7 +78,7 @@ def run(config: Config) -> Path | None:
 
     def write_files(staging: Path) -> None:
         trainer.model.save_pretrained(staging)  # adapter_config.json + adapter_model.safetensors
-        tokenizer.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)  # the processor's files too, for a vision base
         if config.run.ollama_from:
             (staging / "Modelfile").write_text(output.modelfile(config.run.ollama_from), encoding="utf-8")
 
@@ -135,18 +144,37 @@ def _eval_losses(trainer: Any) -> dict[str, Any]:
     return {"eval_loss_before": before, "eval_loss_after": after}
 
 
-def _samples(config: Config, trainer: Any, tokenizer: Any, use_chat_template: bool) -> list[dict[str, str]]:
+def _samples(config: Config, trainer: Any, tokenizer: Any, data: data_module.TrainingData) -> list[dict[str, str]]:
+    if not trainer.is_world_process_zero() or config.run.sample_max_new_tokens == 0:
+        return []
+    if data.vision:
+        return _vision_samples(config, trainer, tokenizer, data)
     prompts = config.run.sample_prompts
-    if not trainer.is_world_process_zero() or not prompts or config.run.sample_max_new_tokens == 0:
+    if not prompts:
         return []
     kwargs = {
         "template": config.run.prompt_template,
-        "use_chat_template": use_chat_template,
+        "use_chat_template": data.conversational,
         "max_new_tokens": config.run.sample_max_new_tokens,
     }
     before = samples.generate(trainer.model, tokenizer, prompts, adapter=False, **kwargs)
     after = samples.generate(trainer.model, tokenizer, prompts, adapter=True, **kwargs)
     return [{"prompt": p, "before": b, "after": a} for p, b, a in zip(prompts, before, after)]
+
+
+def _vision_samples(config: Config, trainer: Any, processor: Any, data: data_module.TrainingData) -> list[dict]:
+    """Answers before and after training to the first held-out rows (image + question),
+    beside the dataset's own answer."""
+    rows = data.eval if data.eval is not None else data.train
+    rows = rows.select(range(min(config.run.sample_images, len(rows))))
+    if len(rows) == 0:
+        return []
+    decoded = list(rows)
+    kwargs = {"max_new_tokens": config.run.sample_max_new_tokens}
+    before = samples.generate_for_rows(trainer.model, processor, decoded, adapter=False, **kwargs)
+    after = samples.generate_for_rows(trainer.model, processor, decoded, adapter=True, **kwargs)
+    described = [samples.describe_row(row) for row in vision_data.undecoded(rows)]
+    return [{**row, "before": b, "after": a} for row, b, a in zip(described, before, after)]
 
 
 def _write_run_reports(run_dir: Path, log_history: list[dict]) -> None:
