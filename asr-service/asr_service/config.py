@@ -61,6 +61,17 @@ class Settings(BaseSettings):
     )
     model: str = Field("base", min_length=1, validation_alias="ASR_MODEL")
     language: str = Field("es", validation_alias="ASR_LANGUAGE")
+    # Detection (a request's language empty, or ASR_LANGUAGE empty): up to
+    # ``language_detection_segments`` 30 s windows of speech are looked at; the
+    # first whose top language is more probable than the threshold decides,
+    # else the language top in most windows wins (language_detection.py).
+    # 1 = the first window only; threshold 1 = never sure, always vote.
+    language_detection_segments: int = Field(
+        4, ge=1, le=100, validation_alias="ASR_LANGUAGE_DETECTION_SEGMENTS"
+    )
+    language_detection_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, validation_alias="ASR_LANGUAGE_DETECTION_THRESHOLD"
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", validation_alias="ASR_DEVICE"
     )

@@ -27,6 +27,7 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 
 from .errors import InvalidOptions, ModelProvisioningError
+from .language_detection import LanguageDetection
 
 # Beam width multiplies decoder work; past ~10 accuracy stops improving, so a
 # cap keeps one request from monopolising a worker.
@@ -105,6 +106,8 @@ class EngineConfig:
     workers: int = 1
     batch_size: int = 1  # chunks per model pass; 0 = engine's choice for the device
     batch_window: float = 0.01  # seconds a chunk may wait for others to batch with
+    # How many 30 s windows detection may look at, and when one is sure enough.
+    language_detection: LanguageDetection = LanguageDetection()
 
 
 @runtime_checkable

@@ -39,6 +39,7 @@ from .engine import (
     first_line,
 )
 from .errors import ModelProvisioningError
+from .language_detection import LanguageDetection
 from .model_store import ModelSource, resolve_model
 from .worker_pool import current_cancellation
 
@@ -81,8 +82,10 @@ class FasterWhisperEngine:
     engine = "faster-whisper"
 
     def __init__(self, model, name: str, device: str, compute_type: str,
-                 batch_size: int = 1, batch_window: float = 0.01, workers: int = 1) -> None:
+                 batch_size: int = 1, batch_window: float = 0.01, workers: int = 1,
+                 language_detection: LanguageDetection = LanguageDetection()) -> None:
         self._model = model
+        self.language_detection = language_detection
         self.name = name
         self.device = device
         self.compute_type = compute_type
@@ -140,7 +143,8 @@ class FasterWhisperEngine:
         if batch_size > 1:
             logger.info("batching up to %d chunks of concurrent requests (window %.0f ms)",
                         batch_size, config.batch_window * 1000)
-        return cls(model, name, device, compute_type, batch_size, config.batch_window, config.workers)
+        return cls(model, name, device, compute_type, batch_size, config.batch_window, config.workers,
+                   config.language_detection)
 
     def check_options(self, options: TranscribeOptions) -> None:
         """Refuse options the model cannot honour, before any decoding work."""
@@ -161,6 +165,10 @@ class FasterWhisperEngine:
             beam_size=options.beam_size,
             initial_prompt=options.initial_prompt or None,
             word_timestamps=options.word_timestamps,
+            # Detection over up to N windows of speech (language_detection.py);
+            # faster-whisper applies the rule itself.
+            language_detection_segments=self.language_detection.segments,
+            language_detection_threshold=self.language_detection.threshold,
             # Silero VAD drops non-speech before decoding: without it Whisper
             # "hears" stock phrases in silence or noise (its best-known failure).
             vad_filter=True,
@@ -270,12 +278,19 @@ class FasterWhisperEngine:
         )
 
     def _detect_language(self, speech: np.ndarray) -> tuple[str, float]:
-        """As ``WhisperModel.transcribe`` detects: on the features of the VAD-kept audio."""
+        """As ``WhisperModel.transcribe`` detects: on the VAD-kept audio, up to
+        ``language_detection.segments`` 30 s windows of it (language_detection.py)."""
         model = self._model
         if not model.model.is_multilingual:
             return "en", 1.0
-        language, probability, _ = model.detect_language(features=model.feature_extractor(speech))
-        return language, probability
+        # Given audio, detect_language keeps only the windows it may look at
+        # before computing features (no features for the rest of a long clip).
+        language, probability, _ = model.detect_language(
+            audio=speech,
+            language_detection_segments=self.language_detection.segments,
+            language_detection_threshold=self.language_detection.threshold,
+        )
+        return language, float(probability)
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 (one engine per process)
     def _decoding(self, key: _BatchKey):

@@ -17,8 +17,10 @@ Same behaviour as the faster-whisper engine, by the same means:
   to the clip's own clock;
 - the 0.5 s lead-in (engine.LEAD_IN_SECONDS) goes before the speech;
 - a detected language comes with its probability: openai-whisper's
-  ``transcribe`` does not return one, so the engine runs
-  ``model.detect_language`` itself on the first 30 s of speech and then
+  ``transcribe`` does not return one (and looks at the first 30 s only), so
+  the engine runs ``model.detect_language`` itself on up to
+  ASR_LANGUAGE_DETECTION_SEGMENTS 30 s windows of speech, with
+  faster-whisper's rule for combining them (language_detection.py), and then
   decodes with that language.
 """
 
@@ -48,6 +50,7 @@ from .engine import (
     first_line,
 )
 from .errors import ModelProvisioningError
+from .language_detection import LanguageDetection, first_sure_or_most_often
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +88,10 @@ class OpenAIWhisperEngine:
 
     engine = "openai-whisper"
 
-    def __init__(self, model: whisper.Whisper, name: str, device: str, compute_type: str) -> None:
+    def __init__(self, model: whisper.Whisper, name: str, device: str, compute_type: str,
+                 language_detection: LanguageDetection = LanguageDetection()) -> None:
         self._model = model
+        self.language_detection = language_detection
         self._lock = threading.Lock()
         self.name = name
         self.device = device
@@ -118,7 +123,7 @@ class OpenAIWhisperEngine:
             "loaded openai-whisper %s (%s) on %s/%s in %.2f s",
             model, origin, device, compute_type, time.perf_counter() - started,
         )
-        return cls(loaded, model, device, compute_type)
+        return cls(loaded, model, device, compute_type, config.language_detection)
 
     def check_options(self, options: TranscribeOptions) -> None:
         check_options(options, self.languages)
@@ -169,17 +174,33 @@ class OpenAIWhisperEngine:
         )
 
     def _language(self, speech: np.ndarray, language: str | None) -> tuple[str, float]:
-        """The given language (probability 1), or the one detected in the first 30 s."""
+        """The given language (probability 1), or the one detected in the speech.
+
+        Detection looks at up to ``language_detection.segments`` 30 s windows
+        of ``speech``, one model pass each, stopping at the first sure one
+        (faster-whisper's rule, language_detection.py).
+        """
         if language is not None:
             return language, 1.0
         if not self._model.is_multilingual:
             return "en", 1.0
-        mel = whisper.log_mel_spectrogram(
-            whisper.pad_or_trim(torch.from_numpy(speech)), self._model.dims.n_mels
-        ).to(self._model.device, dtype=next(self._model.parameters()).dtype)
-        _, probabilities = self._model.detect_language(mel)
-        detected = max(probabilities, key=probabilities.get)
-        return detected, float(probabilities[detected])
+        return first_sure_or_most_often(self._window_tops(speech), self.language_detection.threshold)
+
+    def _window_tops(self, speech: np.ndarray):
+        """Lazily, each 30 s window's most probable language and its probability.
+
+        Windows are cut from the audio as faster-whisper cuts its features:
+        back to back from the start, the last one (possibly short) padded.
+        """
+        window = whisper.audio.N_SAMPLES  # 30 s at 16 kHz
+        dtype = next(self._model.parameters()).dtype
+        for start in range(0, min(speech.size, self.language_detection.segments * window), window):
+            mel = whisper.log_mel_spectrogram(
+                whisper.pad_or_trim(torch.from_numpy(speech[start:start + window])), self._model.dims.n_mels
+            ).to(self._model.device, dtype=dtype)
+            _, probabilities = self._model.detect_language(mel)
+            top = max(probabilities, key=probabilities.get)
+            yield top, float(probabilities[top])
 
 
 class _Clock:

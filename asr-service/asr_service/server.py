@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from .config import Settings
 from .engine import Engine, EngineConfig, load_engine as load_with
 from .errors import ModelProvisioningError
+from .language_detection import LanguageDetection
 from .servicer import SERVICE_NAME, TranscriptionServicer
 from .worker_pool import BoundedWorkerPool
 
@@ -113,6 +114,8 @@ def load_engine(settings: Settings) -> Engine:
         workers=settings.workers,
         batch_size=settings.batch_size,
         batch_window=settings.batch_window_ms / 1000,
+        language_detection=LanguageDetection(settings.language_detection_segments,
+                                             settings.language_detection_threshold),
     )
     engine = load_with(settings.engine, settings.model, settings.models_dir, config)
     if settings.language and settings.language not in engine.languages:

@@ -136,3 +136,24 @@ def png_bytes(width: int = 4, height: int = 4) -> bytes:
         + chunk(b"IDAT", zlib.compress(rows))
         + chunk(b"IEND", b"")
     )
+
+
+def speech_lasting(sentences: list[str], seconds: float, voice: str = "es",
+                   gap: float = 0.7) -> tuple[np.ndarray, int]:
+    """espeak-ng reading ``sentences`` in turn (again from the first if need be)
+    until at least ``seconds`` of audio, ``gap`` s of silence after each.
+
+    The gap stays below the VAD's 2 s minimum silence, so the speech runs on as
+    one recording. Each sentence is spoken once and reused (espeak is
+    deterministic), which keeps long clips cheap to make.
+    """
+    spoken = [wav_to_samples(speak_wav(sentence, voice)) for sentence in sentences]
+    rate = spoken[0][1]
+    pause = np.zeros(int(gap * rate), dtype=np.float32)
+    parts: list[np.ndarray] = []
+    total = 0
+    while total < seconds * rate:
+        samples, _ = spoken[len(parts) // 2 % len(spoken)]
+        parts += [samples, pause]
+        total += samples.size + pause.size
+    return np.concatenate(parts), rate
