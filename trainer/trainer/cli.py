@@ -13,7 +13,7 @@ import sys
 
 import yaml
 
-from trainer import argparsing
+from trainer import argparsing, gpus
 from trainer.config import ConfigError, validate
 
 log = logging.getLogger("trainer")
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         level=config.run.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     signal.signal(signal.SIGTERM, _stop)
+    gpus.keep_one_gpu_without_launcher()  # before torch is imported
 
     from trainer.data import DataError
     from trainer.output import OutputNotWritable

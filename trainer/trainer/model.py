@@ -91,19 +91,45 @@ def decoder_path(model: PreTrainedModel) -> str:
     return next(name for name, module in model.named_modules() if module is decoder)
 
 
+def parts_beside_decoder(model: PreTrainedModel) -> list[str]:
+    """Dotted names of what sits beside the language model: the vision tower and
+    projector (Mllama: model.vision_model, model.multi_modal_projector)."""
+    decoder = decoder_path(model)
+    parent = decoder.rpartition(".")[0]
+    container = model.get_submodule(parent) if parent else model
+    prefix = f"{parent}." if parent else ""
+    return [prefix + name for name, _ in container.named_children() if prefix + name != decoder]
+
+
 def vision_parts(config: Any, trust_remote_code: bool = False) -> list[str]:
-    """Dotted names of what is neither the language model nor the output head
-    (vision tower, projector), found on a weightless (meta) copy of the model."""
+    """parts_beside_decoder() before loading, found on a weightless (meta) copy of the model."""
     import torch
     from transformers import AutoModelForImageTextToText
 
     with torch.device("meta"):
         skeleton = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
-    decoder = decoder_path(skeleton)
-    parent = decoder.rpartition(".")[0]
-    container = skeleton.get_submodule(parent) if parent else skeleton
-    prefix = f"{parent}." if parent else ""
-    return [prefix + name for name, _ in container.named_children() if prefix + name != decoder]
+    return parts_beside_decoder(skeleton)
+
+
+def run_vision_parts_without_autograd(model: PreTrainedModel) -> list[str]:
+    """Makes the frozen vision tower and projector run under torch.no_grad().
+
+    Why: to train with gradient checkpointing, PEFT and TRL call
+    enable_input_require_grads(), which (transformers 5) hooks the input
+    embeddings of every sub-model, the vision tower's patch embedding too. From
+    there autograd records the whole vision tower: it keeps the activations of
+    Llama 3.2 Vision's 40 vision layers over 4 tiles x 1601 patches per image
+    and runs their backward, for weights that have no adapter and get no update.
+    The cross-attention adapters need the image features' values, not their
+    gradients, so nothing is lost. Measured on an 11B-Vision shape (H200,
+    bench/trainer_vision.py): see bench/results/trainer_vision_h200_*."""
+    import torch
+
+    names = parts_beside_decoder(model)
+    for name in names:
+        module = model.get_submodule(name)
+        module.forward = torch.no_grad()(module.forward)
+    return names
 
 
 def load_config(path: str, trust_remote_code: bool) -> Any:

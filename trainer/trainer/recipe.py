@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.config import Config
-from trainer.model import lora_config
+from trainer.model import is_vision_config, lora_config, run_vision_parts_without_autograd
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -167,6 +167,9 @@ def build_trainer(
         peft_config=lora_config(config.lora, model),
         callbacks=callbacks or None,
     )
+    if is_vision_config(model.config):
+        frozen = run_vision_parts_without_autograd(model)
+        log.info("frozen, run without autograd: %s", ", ".join(frozen))
     if config.train.compile_layers:  # after PEFT and Liger have swapped their modules in
         compile_decoder_layers(trainer.model)
     return trainer
