@@ -56,3 +56,8 @@ def keep_one_gpu_without_launcher() -> str | None:
         count, first, count,
     )
     return first
+
+
+def fsdp_launch() -> bool:
+    """Started by `accelerate launch` with an FSDP config (it sets ACCELERATE_USE_FSDP)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true", "yes")

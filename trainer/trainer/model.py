@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.config import EMBEDDED_MODEL, LoraArguments, ModelArguments, TrainArguments
+from trainer.gpus import fsdp_launch
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -73,6 +74,10 @@ def quantization_config(args: ModelArguments, skip_modules: list[str] | None = N
             bnb_4bit_compute_dtype=torch_dtype(args.compute_dtype),
             bnb_4bit_use_double_quant=args.double_quant,
             llm_int8_skip_modules=skip_modules,  # despite the name, read by the 4-bit path too
+            # FSDP shards only floating-point tensors: the packed 4-bit weights are then
+            # stored as compute-dtype elements (same bytes), so it can flatten and shard
+            # them with the rest (bitsandbytes' FSDP-QLoRA).
+            bnb_4bit_quant_storage=torch_dtype(args.compute_dtype) if fsdp_launch() else None,
         )
     if args.quantization == "int8":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip_modules)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.config import Config
+from trainer.gpus import fsdp_launch
 from trainer.model import is_vision_config, lora_config, run_vision_parts_without_autograd
 
 if TYPE_CHECKING:
@@ -39,6 +40,10 @@ def activation_offloading(config: Config) -> bool:
     train = config.train
     if train.activation_offloading and (train.use_cpu or not torch.cuda.is_available()):
         log.info("activation_offloading is for a GPU: off on the CPU")
+        return False
+    if train.activation_offloading and fsdp_launch():
+        # FSDP already frees what it shards; TRL's offloading hooks are not made for its flat parameters.
+        log.info("activation_offloading is off under FSDP")
         return False
     return train.activation_offloading
 

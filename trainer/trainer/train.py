@@ -54,6 +54,7 @@ def run(config: Config) -> Path | None:
     metrics = _training_metrics(trainer, result)
     metrics.update(_eval_losses(trainer))
     sample_rows = _samples(config, trainer, tokenizer, data)
+    adapter_state = _full_adapter_state(trainer)  # every process takes part under FSDP
 
     if not trainer.is_world_process_zero():
         trainer.accelerator.wait_for_everyone()
@@ -77,7 +78,8 @@ def run(config: Config) -> Path | None:
     )
 
     def write_files(staging: Path) -> None:
-        trainer.model.save_pretrained(staging)  # adapter_config.json + adapter_model.safetensors
+        # adapter_config.json + adapter_model.safetensors
+        trainer.model.save_pretrained(staging, state_dict=adapter_state)
         tokenizer.save_pretrained(staging)  # the processor's files too, for a vision base
         if config.run.ollama_from:
             (staging / "Modelfile").write_text(output.modelfile(config.run.ollama_from), encoding="utf-8")
@@ -130,7 +132,17 @@ def _training_metrics(trainer: Any, result: Any) -> dict[str, Any]:
         "samples_per_second": result.metrics.get("train_samples_per_second"),
         "runtime_seconds": round(runtime, 2),
         "steps": trainer.state.global_step,
+        "peak_gpu_memory_gib": _peak_gpu_memory_gib(trainer),
     }
+
+
+def _peak_gpu_memory_gib(trainer: Any) -> float | None:
+    """The most GPU memory this process's tensors held (the main process's GPU under DDP/FSDP)."""
+    import torch
+
+    if trainer.args.use_cpu or not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2)
 
 
 def _eval_losses(trainer: Any) -> dict[str, Any]:
@@ -144,8 +156,23 @@ def _eval_losses(trainer: Any) -> dict[str, Any]:
     return {"eval_loss_before": before, "eval_loss_after": after}
 
 
+def _full_adapter_state(trainer: Any) -> dict | None:
+    """Under FSDP each process holds a shard of the weights, the adapter's too: the
+    whole state is gathered (every process must call this; the main one receives
+    it, on the CPU). None otherwise: save_pretrained reads the weights itself."""
+    if not trainer.is_fsdp_enabled:
+        return None
+    trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    return trainer.accelerator.get_state_dict(trainer.model_wrapped)
+
+
 def _samples(config: Config, trainer: Any, tokenizer: Any, data: data_module.TrainingData) -> list[dict[str, str]]:
     if not trainer.is_world_process_zero() or config.run.sample_max_new_tokens == 0:
+        return []
+    if trainer.is_fsdp_enabled:
+        # Generating from sharded weights needs every process in step, token by
+        # token; the main process alone would wait forever.
+        log.info("sample generations are skipped under FSDP: load the adapter in the chat service to try it")
         return []
     if data.vision:
         return _vision_samples(config, trainer, tokenizer, data)
