@@ -17,11 +17,25 @@ embedded SmolLM2 backend) and measures, warm:
    by HTTP status / gRPC code (the chat service queues CHAT_MAX_QUEUE calls
    and refuses more with 429 / RESOURCE_EXHAUSTED: back-pressure, by design),
    and the gateway's resident memory after each wave.
+4. Paired chats (issue 4's goal): the same request over gRPC `Chat`, the
+   gateway's `/api/chat/stream` and nginx in front of it, in units of six chats
+   on one prompt, in the order ABC CBA (the start rotating between units), so
+   drift and warm-up cancel within a unit. Per unit: the difference of each HTTP
+   path from gRPC in time to first token (ms) and in tokens/s (%); reported as
+   the median over units with a bootstrap 95% interval, against the goal, plus
+   the gateway's (and nginx's) CPU time per chat and per streamed token.
+   `--backend embedded` uses the in-process model (its own run-to-run spread is
+   the noise); `--backend ollama` runs the chat service's ollama backend against
+   the Ollama stand-in (tests/chat/ollama_standin.py, in its own process) that
+   answers at once and then sends `--max-tokens` pieces `--pace-ms` apart, so
+   every difference is the gateway's and nginx's alone.
 
     .venv/test/bin/python bench/gateway_overhead.py [--requests 300] [--chats 12] [--max-tokens 16] [--parts 1,2,3]
+    .venv/test/bin/python bench/gateway_overhead.py --parts 4 --backend ollama --max-tokens 16 --pace-ms 5 --pairs 200
 
 Goal (issue 5): <= 2 ms p50 added per request; no error but 429 up to 64
-concurrent streams; memory flat.
+concurrent streams; memory flat. Goal (issue 4): <= 5 ms added to time to
+first token, <= 2 % fewer tokens/s.
 """
 
 from __future__ import annotations
@@ -29,12 +43,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import math
 import os
+import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections import Counter
 from pathlib import Path
 
@@ -245,24 +262,236 @@ def concurrency(stack: Stack, levels: list[int], max_tokens: int, headers: dict)
                   f"{rss_mib(gateway_pid) if name == 'gateway' else float('nan'):8.1f}")
 
 
+# ------------------------------------------------------------ 4. paired chats (issue 4)
+
+TTFT_GOAL_MS, TPS_GOAL_PCT = 5.0, 2.0
+# Different prompts across units, the same prompt within one (greedy: the same answer on every path).
+PROMPTS = [PROMPT, "Dime tres colores.", "¿Qué es un volcán?", "Nombra cinco animales del mar.",
+           "Escribe un saludo corto.", "¿Cuánto es dos más dos?", "Describe el cielo de noche.",
+           "Da un consejo para dormir bien."]
+
+
+def grpc_stream(stub, prompt: str) -> list[float]:
+    """Seconds from the call to each delta. The request is the one the gateway builds (no options:
+    CHAT_MAX_TOKENS and CHAT_TEMPERATURE=0 of the stack apply to both)."""
+    request = chat_pb2.ChatRequest(messages=[chat_pb2.Message(role=chat_pb2.ROLE_USER, text=prompt)])
+    started, stamps = time.perf_counter(), []
+    for reply in stub.Chat(request, timeout=300):
+        if reply.delta:
+            stamps.append(time.perf_counter() - started)
+    return stamps
+
+
+RETRIED_502 = Counter()  # port -> 502s retried (see sse_stream)
+
+
+def sse_stream(port: int, headers: dict):
+    """POST /api/chat/stream on one kept-alive connection with the standard library's
+    client (as keep_alive_get: httpx's own per-request cost would count against the gateway)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+    last_used = [time.monotonic()]
+
+    def chat(prompt: str) -> list[float]:
+        body = urllib.parse.urlencode({"message": prompt})
+        if time.monotonic() - last_used[0] > 3:  # uvicorn drops idle connections after 5 s: reconnect, untimed
+            connection.close()
+            connection.connect()
+        started, stamps = time.perf_counter(), []
+        connection.request("POST", "/api/chat/stream", body=body, headers=headers)
+        response = connection.getresponse()
+        if response.status == 502 and RETRIED_502[port] < 20:
+            # nginx reused an upstream connection just as uvicorn closed it (its keep-alive is 5 s, nginx's
+            # 60 s) and does not retry a POST: counted and reported, and the chat made again, timed afresh.
+            response.read()
+            RETRIED_502[port] += 1
+            return chat(prompt)
+        if response.status != 200:
+            raise RuntimeError(f"/api/chat/stream on {port}: {response.status} {response.read()[:200]!r}")
+        while line := response.readline():
+            if line.startswith(b"event: delta"):
+                stamps.append(time.perf_counter() - started)
+            elif line.startswith(b"event: error"):
+                raise RuntimeError(f"error event: {response.readline()!r}")
+        last_used[0] = time.monotonic()
+        return stamps
+    return chat
+
+
+def child_pids(parent: int) -> list[int]:
+    """nginx's workers: the processes whose parent is the master."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+def bootstrap_median(values: list[float], resamples: int = 2000) -> tuple[float, float, float]:
+    """Median and its percentile-bootstrap 95% interval (seeded: the same data give the same interval)."""
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    return statistics.median(values), medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
+
+
+def verdict(low: float, high: float, goal: float) -> str:
+    """`goal` bounds the overhead from above: met when the whole interval is under it."""
+    return "met" if high <= goal else "NOT met" if low > goal else "undecided"
+
+
+def paired_chats(stack: Stack, headers: dict, pairs: int, budget_s: float, label: str, model_inside: bool) -> None:
+    config = stack.config
+    stub = chat_pb2_grpc.ChatServiceStub(grpc.insecure_channel(f"127.0.0.1:{config.chat_port}"))
+    paths = {"gRPC": lambda p: grpc_stream(stub, p),
+             "gateway": sse_stream(config.gateway_port, headers),
+             "nginx+gateway": sse_stream(config.http_port, headers)}
+    names = list(paths)
+    gateway_pid, nginx_pid, chat_pid = stack_pid(stack, "gateway"), stack_pid(stack, "nginx"), stack_pid(stack, "chat")
+    nginx_workers = child_pids(nginx_pid)
+    nginx_cpu = lambda: sum(cpu_seconds(pid) for pid in nginx_workers)  # noqa: E731
+    for prompt in PROMPTS[:2]:  # warm every path (ABC CBA cancels what a prompt's first run costs)
+        for call in paths.values():
+            call(prompt)
+
+    units = []  # one dict per unit: path -> [stamps of its two chats]
+    cpu = {name: [0.0, 0.0, 0.0] for name in names}  # path -> [gateway s, nginx s, chat service s] over its chats
+    pieces = dict.fromkeys(names, 0)
+    started = time.perf_counter()
+    while len(units) < pairs and time.perf_counter() - started < budget_s:
+        k = len(units)
+        prompt = PROMPTS[k % len(PROMPTS)]
+        order = names[k % 3:] + names[:k % 3]
+        unit = {name: [] for name in names}
+        for name in order + order[::-1]:  # ABC CBA
+            before = cpu_seconds(gateway_pid), nginx_cpu(), cpu_seconds(chat_pid)
+            stamps = paths[name](prompt)
+            after = cpu_seconds(gateway_pid), nginx_cpu(), cpu_seconds(chat_pid)
+            for i in range(3):
+                cpu[name][i] += after[i] - before[i]
+            pieces[name] += len(stamps)
+            unit[name].append(stamps)
+        units.append(unit)
+    wall = time.perf_counter() - started
+    n = len(units)
+
+    def ttft(stamps):  # ms
+        return stamps[0] * 1000
+
+    def tps(stamps):
+        # Pieces per second from the second piece on: an HTTP path's first piece carries the response's
+        # start (headers, meta event), which would shorten its span and flatter it; that belongs to TTFT.
+        return (len(stamps) - 2) / (stamps[-1] - stamps[1]) if len(stamps) > 2 else float("nan")
+
+    def gap(stamps):  # ms, median gap between pieces
+        return statistics.median(b - a for a, b in zip(stamps, stamps[1:])) * 1000
+
+    def per_unit(unit, name, metric):  # nan when a chat had too few pieces for the metric
+        return statistics.fmean(metric(s) for s in unit[name])
+
+    def median_of(values):
+        values = [v for v in values if math.isfinite(v)]
+        return statistics.median(values) if values else float("nan")
+
+    print(f"\n4. Paired chats, {label}: {n} units of 6 chats (ABC CBA, one prompt per unit, {len(PROMPTS)} prompts), "
+          f"{wall:.0f} s; pieces per chat p50 {statistics.median(len(s) for u in units for s in u['gRPC']):.0f}")
+    print("   medians per path (mean of a unit's two chats, median over units)")
+    print("   path            TTFT ms  tokens/s  gap ms   gateway CPU ms/chat  net ms/chat  net ms/token   "
+          "nginx CPU ms/chat  ms/token   chat service CPU ms/token")
+    chats = 2 * n
+    for name in names:
+        # The gateway uses some CPU while idle (its CPU during the gRPC chats); "net" subtracts that baseline.
+        net = cpu[name][0] - cpu["gRPC"][0]
+        print(f"   {name:14s} {median_of(per_unit(u, name, ttft) for u in units):8.2f}  "
+              f"{median_of(per_unit(u, name, tps) for u in units):8.2f}  "
+              f"{median_of(per_unit(u, name, gap) for u in units):6.2f}   "
+              f"{cpu[name][0] / chats * 1000:19.3f}  {net / chats * 1000:11.3f}  "
+              f"{net / max(1, pieces[name]) * 1000:12.4f}   "
+              f"{cpu[name][1] / chats * 1000:17.3f}  {cpu[name][1] / max(1, pieces[name]) * 1000:8.4f}   "
+              f"{cpu[name][2] / max(1, pieces[name]) * 1000:25.3f}")
+    print(f"   (CPU: user+system from /proc/PID/stat in {1000 / os.sysconf('SC_CLK_TCK'):.0f} ms ticks, summed over "
+          f"each path's {chats} chats; tokens/s from the second piece on; gap: median per chat)")
+    print("\n   paired difference from gRPC, median over units [bootstrap 95% interval]      goal      verdict")
+    for name in names[1:]:
+        d_ttft = [per_unit(u, name, ttft) - per_unit(u, "gRPC", ttft) for u in units]
+        # tokens/s lost, in % of gRPC's (positive = the HTTP path is slower)
+        d_tps = [100 * (1 - per_unit(u, name, tps) / per_unit(u, "gRPC", tps)) for u in units]
+        d_gap = [per_unit(u, name, gap) - per_unit(u, "gRPC", gap) for u in units]
+        for metric, values, unit_text, goal in (("TTFT added", d_ttft, "ms", TTFT_GOAL_MS),
+                                                 ("tokens/s lost", d_tps, "% ", TPS_GOAL_PCT),
+                                                 ("gap added", d_gap, "ms", None)):
+            values = [v for v in values if math.isfinite(v)]  # units whose chats all had enough pieces
+            if not values:
+                print(f"   {name:14s} {metric:14s} n/a (answers too short)")
+                continue
+            mid, low, high = bootstrap_median(values)
+            goal_text = f"<= {goal:g} {unit_text.strip()}" if goal is not None else "-"
+            print(f"   {name:14s} {metric:14s} {mid:+8.3f} {unit_text} [{low:+8.3f}, {high:+8.3f}]   {goal_text:9s} "
+                  f"{verdict(low, high, goal) if goal is not None else '-':9s}  n={len(values)}")
+    if RETRIED_502[config.http_port]:
+        print(f"   nginx answered 502 {RETRIED_502[config.http_port]} time(s), each retried: it reused a connection "
+              "the gateway had just closed (uvicorn's keep-alive 5 s < nginx's upstream 60 s)")
+    if not model_inside:  # the stand-in, not the chat service, makes the tokens
+        return
+    # Load-proof bound: on a machine whose cores the model saturates, the gateway's (and nginx's) CPU per
+    # token is taken from the model's; the share is the most tokens/s they can cost it.
+    model_per_token = cpu["gRPC"][2] / max(1, pieces["gRPC"])
+    for name in names[1:]:
+        front = (cpu[name][0] - cpu["gRPC"][0] + cpu[name][1]) / max(1, pieces[name])
+        print(f"   {name:14s} CPU share      {100 * front / model_per_token:+8.3f} %  (front-end CPU per piece "
+              f"{front * 1000:.3f} ms / chat service's {model_per_token * 1000:.3f} ms: the most tokens/s it can "
+              f"take from a CPU-bound model)   <= {TPS_GOAL_PCT:g} %      "
+              f"{'met' if 100 * front / model_per_token <= TPS_GOAL_PCT else 'NOT met'}")
+
+
+def start_standin(pieces: int, pace_ms: float) -> tuple[subprocess.Popen, str]:
+    """The Ollama stand-in in its own process (so this client's GIL does not pace it); prints its URL."""
+    code = ("import sys, time\n"
+            "from tests.chat.ollama_standin import OllamaStandin, StandinState\n"
+            f"state = StandinState(pieces=['tok '] * {pieces}, piece_interval_s={pace_ms / 1000!r})\n"
+            "with OllamaStandin(state) as server:\n"
+            "    print(server.url, flush=True)\n"
+            "    sys.stdin.read()  # until the benchmark closes stdin\n")
+    # stderr dropped: the chat service closing its kept-alive connections at the end prints resets there.
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    url = process.stdout.readline().strip()
+    if not url.startswith("http://"):
+        raise RuntimeError(f"the Ollama stand-in did not start (exit code {process.wait(10)})")
+    return process, url
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--chats", type=int, default=12)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--levels", default="1,2,4,8,16,32,64")
-    parser.add_argument("--parts", default="1,2,3", help="which of the three measurements to run")
+    parser.add_argument("--parts", default="1,2,3", help="which of the four measurements to run")
+    parser.add_argument("--backend", choices=["embedded", "ollama"], default="embedded",
+                        help="the chat service's backend: the embedded model, or ollama against the stand-in")
+    parser.add_argument("--pace-ms", type=float, default=5.0, help="ollama stand-in: ms between pieces")
+    parser.add_argument("--pairs", type=int, default=60, help="part 4: units of six chats")
+    parser.add_argument("--budget-s", type=float, default=300, help="part 4: stop adding units after this")
     args = parser.parse_args(argv)
+    standin = None
+    extra_env = {"CHAT_MAX_TOKENS": str(args.max_tokens), "CHAT_TEMPERATURE": "0",
+                 "RATE_LIMIT_PER_MINUTE": "100000", "MAX_STREAMS_PER_USER": "1000"}
+    label = "embedded model"
+    if args.backend == "ollama":
+        standin, standin_url = start_standin(args.max_tokens, args.pace_ms)
+        extra_env.update(CHAT_BACKEND="ollama", OLLAMA_URL=standin_url, CHAT_MODEL="llama3.2-vision")
+        label = f"ollama backend, stand-in: {args.max_tokens} pieces {args.pace_ms:g} ms apart, first at once"
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as run_dir:
         run_dir = Path(run_dir)
         # auth "on" so the key path is measured; /api/chat/stream below uses a key as well.
-        config = StackConfig.on_free_ports(run_dir, data_dir=run_dir / "data", auth="on", extra_env={
-            "CHAT_MAX_TOKENS": str(args.max_tokens), "CHAT_TEMPERATURE": "0",
-            "RATE_LIMIT_PER_MINUTE": "100000", "MAX_STREAMS_PER_USER": "1000"})
+        config = StackConfig.on_free_ports(run_dir, data_dir=run_dir / "data", auth="on", extra_env=extra_env)
         stack = Stack(config)
         started = time.perf_counter()
-        stack.start(timeout=900)
         try:
+            stack.start(timeout=900)
             print(f"stack ready in {time.perf_counter() - started:.1f} s; machine: {subprocess.getoutput('nproc')} "
                   f"cores, {subprocess.getoutput('uname -m')}, load average {os.getloadavg()[0]:.1f}")
             made = subprocess.run([str(REPO / ".venv/gateway/bin/python"), "-m", "gateway.admin", "create-key",
@@ -277,10 +506,15 @@ def main(argv: list[str] | None = None) -> int:
                 per_token(stack, args.chats, args.max_tokens, headers)
             if "3" in parts:
                 concurrency(stack, [int(v) for v in args.levels.split(",")], args.max_tokens, headers)
+            if "4" in parts:
+                paired_chats(stack, headers, args.pairs, args.budget_s, label, args.backend == "embedded")
             print(f"\nload average at the end {os.getloadavg()[0]:.1f} (other work on the machine inflates latency, "
                   "not the gateway's CPU per request)")
         finally:
             stack.stop()
+            if standin is not None:
+                standin.stdin.close()
+                standin.wait(10)
     return 0
 
 

@@ -18,7 +18,8 @@ the chunked encoding) and a model still loading (nothing at all is sent for
 `loading_s` seconds: Ollama answers only once the model is in memory).
 
 It is the only stand-in in the suite. Tests steer it through `mode` and read
-what the service sent in `chat_requests`.
+what the service sent in `chat_requests`. Benchmarks (bench/gateway_overhead.py)
+set `pieces` and `piece_interval_s` for a long answer at a fixed pace.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import json
 import select
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -44,6 +46,9 @@ class StandinState:
     # | "vanish_midway" (connection dropped after two chunks) | "loading" (silent for loading_s)
     mode: str = "ok"
     loading_s: float = 0.0
+    # The answer of mode "ok", and the pause between its chunks (the first one comes at once).
+    pieces: list[str] = field(default_factory=lambda: list(REPLY_PIECES))
+    piece_interval_s: float = 0.0
     # Set when the service hung up on a request that was still loading.
     abandoned: threading.Event = field(default_factory=threading.Event)
     chat_requests: list[dict] = field(default_factory=list)
@@ -65,12 +70,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _ndjson(self, lines: list[dict], finish: bool = True) -> None:
+    def _ndjson(self, lines: list[dict], finish: bool = True, pace_s: float = 0.0) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "application/x-ndjson")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for line in lines:
+        for index, line in enumerate(lines):
+            if pace_s and index:
+                time.sleep(pace_s)
             payload = (json.dumps(line) + "\n").encode()
             self.wfile.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
             self.wfile.flush()
@@ -139,17 +146,18 @@ class _Handler(BaseHTTPRequestHandler):
         elif mode == "loading":
             self._load_then_answer(body)
         else:
-            self._ndjson(self._chat_lines(body, fail_midway=mode == "midstream_error"))
+            self._ndjson(self._chat_lines(body, fail_midway=mode == "midstream_error"),
+                         pace_s=self.state.piece_interval_s if mode == "ok" else 0.0)
 
     def _chat_lines(self, body: dict, fail_midway: bool) -> list[dict]:
         model = body.get("model")
         lines = [{"model": model, "created_at": "2026-11-28T00:00:00Z",
-                  "message": {"role": "assistant", "content": piece}, "done": False} for piece in REPLY_PIECES]
+                  "message": {"role": "assistant", "content": piece}, "done": False} for piece in self.state.pieces]
         if fail_midway:
             return lines[:2] + [{"error": "an error was encountered while running the model: CUDA out of memory"}]
         return lines + [{"model": model, "created_at": "2026-11-28T00:00:01Z",
                          "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "stop",
-                         "total_duration": 1_000_000, "prompt_eval_count": 17, "eval_count": len(REPLY_PIECES),
+                         "total_duration": 1_000_000, "prompt_eval_count": 17, "eval_count": len(self.state.pieces),
                          "eval_duration": EVAL_DURATION_NS}]
 
 
