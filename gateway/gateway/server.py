@@ -17,6 +17,12 @@ from .storage_errors import check_data_dir
 # cut; under compose's stop_grace_period (30 s) so that the exit is our own,
 # as the model services' grace (chatbot_protos/serving.py).
 SHUTDOWN_GRACE_S = 25
+# How long an idle kept-alive connection stays open. nginx keeps its idle
+# connections to the gateway for 50 s (keepalive_timeout in its upstream block):
+# the gateway must hold them longer, or it may close one just as nginx reuses
+# it, and nginx answers that request 502 (it does not retry a POST). uvicorn's
+# default is 5 s, which let that race happen under load.
+KEEP_ALIVE_S = 65
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,5 +40,6 @@ def main(argv: list[str] | None = None) -> int:
     # instead of silently costing ~0.25 ms of CPU per request.
     uvicorn.run(create_app(settings), host=settings.gateway_host, port=settings.gateway_port, loop="uvloop",
                 http="httptools", log_level=settings.log_level.lower(), log_config=None, proxy_headers=True,
-                forwarded_allow_ips="*", timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+                forwarded_allow_ips="*", timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+                timeout_keep_alive=KEEP_ALIVE_S)
     return 0
