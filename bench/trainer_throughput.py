@@ -304,22 +304,35 @@ def recipe_config(base: str, overrides: dict, model_dir: Path, scratch: Path, sm
 def run_recipe(
     name: str, base: str, config: Config, model_dir: Path, texts: list[str], overrides: dict, warmup_steps: int
 ) -> Result:
-    import torch
     from datasets import Dataset
+
+    tokenizer = load_tokenizer(str(model_dir))
+    return measure_training(name, base, config, model_dir, tokenizer, Dataset.from_dict({"text": texts}), len(texts),
+                            overrides, warmup_steps)
+
+
+def measure_training(
+    name: str, base: str, config: Config, model_dir: Path, processing_class, dataset, rows: int, overrides: dict,
+    warmup_steps: int,
+) -> Result:
+    """Loads the model through the trainer's loader, trains `dataset` with the
+    recipe's SFTTrainer (recipe.build_trainer) and measures it (see the module
+    docstring); `rows` is what one epoch covers, for samples/s. Shared with
+    bench/trainer_vision.py."""
+    import torch
 
     on_gpu = torch.cuda.is_available() and not config.train.use_cpu
     if on_gpu:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    tokenizer = load_tokenizer(str(model_dir))
     model = load_model(str(model_dir), config.model, config.train)
     weights = describe_weights(model)
     stopwatch = stopwatch_callback(warmup_steps, on_gpu)
     trainer = recipe.build_trainer(
         config,
         model,
-        tokenizer,
-        Dataset.from_dict({"text": texts}),
+        processing_class,
+        dataset,
         None,
         config.run_dir,
         text_field="text",
@@ -344,7 +357,7 @@ def run_recipe(
         name=name,
         recipe=base,
         tokens=tokens,
-        rows=len(texts),
+        rows=rows,
         steps=steps,
         seconds=ended - started,
         timed_tokens=tokens - stopwatch.tokens,

@@ -28,13 +28,11 @@ mean GPU utilisation. Record which card ran it.
 from __future__ import annotations
 
 import argparse
-import gc
 import io
 import math
 import random
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,12 +42,11 @@ sys.path.insert(0, str(ROOT / "trainer"))
 import chat_gpu  # noqa: E402  (the 11B-Vision shape, the checkpoint builder, versions, card)
 import trainer_throughput as text_bench  # noqa: E402  (Result, stopwatch, table)
 from trainer.config import Config, validate  # noqa: E402
-from trainer.model import describe_weights, load_model, load_processing_class  # noqa: E402
+from trainer.model import load_processing_class  # noqa: E402
 
 from trainer import argparsing, recipe, vision_data  # noqa: E402
 
 VISION_RECIPE = ROOT / "trainer" / "configs" / "llama32-vision.yaml"
-GIB = 1024**3
 # What a CPU cannot do of the GPU recipe (--cpu only).
 CPU_OVERRIDES = {"use_cpu": True, "bf16": False, "compute_dtype": "float32", "double_quant": False,
                  "optim": "adamw_torch", "dataloader_num_workers": 0, "gradient_checkpointing": False}
@@ -116,49 +113,11 @@ def variant_config(name: str, overrides: dict, model_dir: Path, scratch: Path, s
 
 
 def run_variant(name: str, config: Config, model_dir: Path, rows, overrides: dict, warmup_steps: int):
-    import torch
-
-    on_gpu = torch.cuda.is_available() and not config.train.use_cpu
-    if on_gpu:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
     processor = load_processing_class(str(model_dir), vision=True)
-    started = time.perf_counter()
-    model = load_model(str(model_dir), config.model, config.train)
-    print(f"{name}: loaded in {time.perf_counter() - started:.0f} s "
-          f"({torch.cuda.memory_allocated() / GIB if on_gpu else 0:.2f} GiB allocated)", flush=True)
-    stopwatch = text_bench.stopwatch_callback(warmup_steps, on_gpu)
-    trainer = recipe.build_trainer(config, model, processor, rows, None, config.run_dir, callbacks=[stopwatch])
-    stopwatch.trainer = trainer
-    if on_gpu:
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    trainer.train()
-    if on_gpu:
-        torch.cuda.synchronize()
-    ended = time.perf_counter()
-    gpu_util = stopwatch.sampler.stop() if stopwatch.sampler is not None else None
-    tokens = recipe.trained_tokens(trainer) or 0
-    steps = trainer.state.global_step
-    if stopwatch.started is None:
-        stopwatch.started, stopwatch.tokens, stopwatch.step = started, 0, 0
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     per_step = config.train.per_device_train_batch_size * config.train.gradient_accumulation_steps
-    result = text_bench.Result(
-        name=name, recipe="vision", tokens=tokens, rows=steps * per_step, steps=steps,
-        seconds=ended - started, timed_tokens=tokens - stopwatch.tokens, timed_steps=steps - stopwatch.step,
-        timed_seconds=ended - stopwatch.started,
-        peak_allocated=torch.cuda.max_memory_allocated() / GIB if on_gpu else None,
-        peak_reserved=torch.cuda.max_memory_reserved() / GIB if on_gpu else None,
-        final_loss=losses[-1] if losses else None, weights=describe_weights(model), gpu_util=gpu_util,
-        overrides=overrides,
-    )
-    stopwatch.trainer = None
-    del trainer, model, stopwatch
-    gc.collect()
-    if on_gpu:
-        torch.cuda.empty_cache()
-    return result
+    rows_trained = min(len(rows), max(config.train.max_steps, 0) * per_step) or len(rows)
+    return text_bench.measure_training(name, "vision", config, model_dir, processor, rows, rows_trained, overrides,
+                                       warmup_steps)
 
 
 def parse_variant(text: str) -> tuple[str, dict]:
