@@ -29,13 +29,23 @@ embedded SmolLM2 backend) and measures, warm:
    the Ollama stand-in (tests/chat/ollama_standin.py, in its own process) that
    answers at once and then sends `--max-tokens` pieces `--pace-ms` apart, so
    every difference is the gateway's and nginx's alone.
+5. Paired transcriptions (issue 3's goal): the same clip (~2.5 s, then ~15 s
+   of espeak-ng speech, webm/opus) as gRPC `Transcribe`, `POST /api/transcribe`
+   to the gateway and through nginx, in ABC CBA units as in 4: the latency
+   added (median of paired differences, bootstrap 95% interval) and the
+   gateway's and nginx's CPU time per transcription. `--asr tiny` (default)
+   runs the ASR service on a tiny random openai-whisper checkpoint (real
+   decode, VAD and decoding loop, ~0.3 s a clip) so the model's own spread
+   does not swamp a few ms; `--asr base` keeps the stack's Whisper base.
 
     .venv/test/bin/python bench/gateway_overhead.py [--requests 300] [--chats 12] [--max-tokens 16] [--parts 1,2,3]
     .venv/test/bin/python bench/gateway_overhead.py --parts 4 --backend ollama --max-tokens 16 --pace-ms 5 --pairs 200
+    .venv/test/bin/python bench/gateway_overhead.py --parts 5 --pairs 60 --budget-s 120
 
 Goal (issue 5): <= 2 ms p50 added per request; no error but 429 up to 64
 concurrent streams; memory flat. Goal (issue 4): <= 5 ms added to time to
-first token, <= 2 % fewer tokens/s.
+first token, <= 2 % fewer tokens/s. Goal (issue 3): gateway + nginx add
+<= 5 ms p50 to a warm transcription.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
+import json
 import math
 import os
 import random
@@ -282,38 +293,51 @@ def grpc_stream(stub, prompt: str) -> list[float]:
     return stamps
 
 
-RETRIED_502 = Counter()  # port -> 502s retried (see sse_stream)
+RETRIED_502 = Counter()  # port -> 502s retried (see kept_alive_post)
+
+
+def kept_alive_post(port: int, path: str, headers: dict):
+    """POSTs on one kept-alive connection with the standard library's client (as keep_alive_get:
+    httpx's own per-request cost would count against the gateway). The returned post(body,
+    content_type) gives (the response, status 200, headers read; perf_counter when it was sent);
+    the caller reads the body and then calls post.done()."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    last_used = [time.monotonic()]
+
+    def post(body, content_type: str):
+        if time.monotonic() - last_used[0] > 3:  # an idle connection may be closed by now: reconnect, untimed
+            connection.close()
+            connection.connect()
+        started = time.perf_counter()
+        connection.request("POST", path, body=body, headers={**headers, "Content-Type": content_type})
+        response = connection.getresponse()
+        if response.status == 502 and RETRIED_502[port] < 20:
+            # nginx reused an upstream connection just as the gateway closed it and does not retry a
+            # POST: counted and reported, and the request made again, timed afresh.
+            response.read()
+            RETRIED_502[port] += 1
+            return post(body, content_type)
+        if response.status != 200:
+            raise RuntimeError(f"{path} on {port}: {response.status} {response.read()[:200]!r}")
+        return response, started
+
+    post.done = lambda: last_used.__setitem__(0, time.monotonic())
+    return post
 
 
 def sse_stream(port: int, headers: dict):
-    """POST /api/chat/stream on one kept-alive connection with the standard library's
-    client (as keep_alive_get: httpx's own per-request cost would count against the gateway)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
-    last_used = [time.monotonic()]
+    """POST /api/chat/stream: seconds from the request to each delta."""
+    post = kept_alive_post(port, "/api/chat/stream", headers)
 
     def chat(prompt: str) -> list[float]:
-        body = urllib.parse.urlencode({"message": prompt})
-        if time.monotonic() - last_used[0] > 3:  # uvicorn drops idle connections after 5 s: reconnect, untimed
-            connection.close()
-            connection.connect()
-        started, stamps = time.perf_counter(), []
-        connection.request("POST", "/api/chat/stream", body=body, headers=headers)
-        response = connection.getresponse()
-        if response.status == 502 and RETRIED_502[port] < 20:
-            # nginx reused an upstream connection just as uvicorn closed it (its keep-alive is 5 s, nginx's
-            # 60 s) and does not retry a POST: counted and reported, and the chat made again, timed afresh.
-            response.read()
-            RETRIED_502[port] += 1
-            return chat(prompt)
-        if response.status != 200:
-            raise RuntimeError(f"/api/chat/stream on {port}: {response.status} {response.read()[:200]!r}")
+        response, started = post(urllib.parse.urlencode({"message": prompt}), "application/x-www-form-urlencoded")
+        stamps = []
         while line := response.readline():
             if line.startswith(b"event: delta"):
                 stamps.append(time.perf_counter() - started)
             elif line.startswith(b"event: error"):
                 raise RuntimeError(f"error event: {response.readline()!r}")
-        last_used[0] = time.monotonic()
+        post.done()
         return stamps
     return chat
 
@@ -342,6 +366,48 @@ def verdict(low: float, high: float, goal: float) -> str:
     return "met" if high <= goal else "NOT met" if low > goal else "undecided"
 
 
+def cpu_meters(stack: Stack, service: str) -> dict:
+    """CPU-seconds readers of the front end and of the model service behind it."""
+    workers = child_pids(stack_pid(stack, "nginx"))
+    pids = {"gateway": stack_pid(stack, "gateway"), service: stack_pid(stack, service)}
+    return {"gateway": lambda: cpu_seconds(pids["gateway"]), "nginx": lambda: sum(cpu_seconds(p) for p in workers),
+            service: lambda: cpu_seconds(pids[service])}
+
+
+def paired_units(paths: dict, meters: dict, pairs: int, budget_s: float, argument_of) -> tuple[list, dict, float]:
+    """Units of six calls in the order ABC CBA (the start rotating between units, so drift and warm-up
+    cancel within a unit), until `pairs` units or `budget_s` seconds. Unit k calls every path with
+    argument_of(k). Returns the units (path -> [result of its two calls]), each path's CPU seconds
+    per meter summed over its calls, and the wall time."""
+    names = list(paths)
+    units, cpu = [], {name: dict.fromkeys(meters, 0.0) for name in names}
+    started = time.perf_counter()
+    while len(units) < pairs and time.perf_counter() - started < budget_s:
+        k = len(units)
+        argument, order = argument_of(k), names[k % 3:] + names[:k % 3]
+        unit = {name: [] for name in names}
+        for name in order + order[::-1]:  # ABC CBA
+            before = {meter: read() for meter, read in meters.items()}
+            unit[name].append(paths[name](argument))
+            for meter, read in meters.items():
+                cpu[name][meter] += read() - before[meter]
+        units.append(unit)
+    return units, cpu, time.perf_counter() - started
+
+
+def print_difference(name: str, metric: str, values: list[float], unit_text: str, goal: float | None,
+                     width: int = 14) -> None:
+    """One row: median of the paired differences [bootstrap 95% interval], the goal and the verdict."""
+    values = [v for v in values if math.isfinite(v)]  # units whose calls all gave the metric
+    if not values:
+        print(f"   {name:{width}s} {metric:14s} n/a (answers too short)")
+        return
+    mid, low, high = bootstrap_median(values)
+    goal_text = f"<= {goal:g} {unit_text.strip()}" if goal is not None else "-"
+    print(f"   {name:{width}s} {metric:14s} {mid:+8.3f} {unit_text} [{low:+8.3f}, {high:+8.3f}]   {goal_text:9s} "
+          f"{verdict(low, high, goal) if goal is not None else '-':9s}  n={len(values)}")
+
+
 def paired_chats(stack: Stack, headers: dict, pairs: int, budget_s: float, label: str, model_inside: bool) -> None:
     config = stack.config
     stub = chat_pb2_grpc.ChatServiceStub(grpc.insecure_channel(f"127.0.0.1:{config.chat_port}"))
@@ -349,32 +415,14 @@ def paired_chats(stack: Stack, headers: dict, pairs: int, budget_s: float, label
              "gateway": sse_stream(config.gateway_port, headers),
              "nginx+gateway": sse_stream(config.http_port, headers)}
     names = list(paths)
-    gateway_pid, nginx_pid, chat_pid = stack_pid(stack, "gateway"), stack_pid(stack, "nginx"), stack_pid(stack, "chat")
-    nginx_workers = child_pids(nginx_pid)
-    nginx_cpu = lambda: sum(cpu_seconds(pid) for pid in nginx_workers)  # noqa: E731
     for prompt in PROMPTS[:2]:  # warm every path (ABC CBA cancels what a prompt's first run costs)
         for call in paths.values():
             call(prompt)
-
-    units = []  # one dict per unit: path -> [stamps of its two chats]
-    cpu = {name: [0.0, 0.0, 0.0] for name in names}  # path -> [gateway s, nginx s, chat service s] over its chats
-    pieces = dict.fromkeys(names, 0)
-    started = time.perf_counter()
-    while len(units) < pairs and time.perf_counter() - started < budget_s:
-        k = len(units)
-        prompt = PROMPTS[k % len(PROMPTS)]
-        order = names[k % 3:] + names[:k % 3]
-        unit = {name: [] for name in names}
-        for name in order + order[::-1]:  # ABC CBA
-            before = cpu_seconds(gateway_pid), nginx_cpu(), cpu_seconds(chat_pid)
-            stamps = paths[name](prompt)
-            after = cpu_seconds(gateway_pid), nginx_cpu(), cpu_seconds(chat_pid)
-            for i in range(3):
-                cpu[name][i] += after[i] - before[i]
-            pieces[name] += len(stamps)
-            unit[name].append(stamps)
-        units.append(unit)
-    wall = time.perf_counter() - started
+    units, cpu_by_meter, wall = paired_units(paths, cpu_meters(stack, "chat"), pairs, budget_s,
+                                             lambda k: PROMPTS[k % len(PROMPTS)])
+    # path -> [gateway s, nginx s, chat service s] over its chats
+    cpu = {name: [cpu_by_meter[name][m] for m in ("gateway", "nginx", "chat")] for name in names}
+    pieces = {name: sum(len(s) for u in units for s in u[name]) for name in names}
     n = len(units)
 
     def ttft(stamps):  # ms
@@ -422,14 +470,7 @@ def paired_chats(stack: Stack, headers: dict, pairs: int, budget_s: float, label
         for metric, values, unit_text, goal in (("TTFT added", d_ttft, "ms", TTFT_GOAL_MS),
                                                  ("tokens/s lost", d_tps, "% ", TPS_GOAL_PCT),
                                                  ("gap added", d_gap, "ms", None)):
-            values = [v for v in values if math.isfinite(v)]  # units whose chats all had enough pieces
-            if not values:
-                print(f"   {name:14s} {metric:14s} n/a (answers too short)")
-                continue
-            mid, low, high = bootstrap_median(values)
-            goal_text = f"<= {goal:g} {unit_text.strip()}" if goal is not None else "-"
-            print(f"   {name:14s} {metric:14s} {mid:+8.3f} {unit_text} [{low:+8.3f}, {high:+8.3f}]   {goal_text:9s} "
-                  f"{verdict(low, high, goal) if goal is not None else '-':9s}  n={len(values)}")
+            print_difference(name, metric, values, unit_text, goal)
     if RETRIED_502[config.http_port]:
         print(f"   nginx answered 502 {RETRIED_502[config.http_port]} time(s), each retried: it reused a connection "
               "the gateway had just closed (uvicorn's keep-alive 5 s < nginx's upstream 60 s)")
@@ -444,6 +485,92 @@ def paired_chats(stack: Stack, headers: dict, pairs: int, budget_s: float, label
               f"{front * 1000:.3f} ms / chat service's {model_per_token * 1000:.3f} ms: the most tokens/s it can "
               f"take from a CPU-bound model)   <= {TPS_GOAL_PCT:g} %      "
               f"{'met' if 100 * front / model_per_token <= TPS_GOAL_PCT else 'NOT met'}")
+
+
+# ------------------------------------------------------------ 5. paired transcriptions (issue 3)
+
+ASR_GOAL_MS = 5.0
+
+
+def multipart(data: bytes) -> tuple[bytes, str]:
+    """The form a browser sends to /api/transcribe (file field 'audio', audio/webm), built once per clip."""
+    boundary = "benchboundary7d41"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"audio\"; filename=\"clip.webm\"\r\n"
+            f"Content-Type: audio/webm\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def http_transcribe(port: int, headers: dict):
+    """POST /api/transcribe: seconds to the whole JSON answer, and its text."""
+    post = kept_alive_post(port, "/api/transcribe", headers)
+
+    def call(form: tuple[bytes, str]) -> tuple[float, str]:
+        response, started = post(*form)
+        answer = json.loads(response.read())
+        elapsed = time.perf_counter() - started
+        post.done()
+        return elapsed, answer["transcription"]
+    return call
+
+
+def paired_transcriptions(stack: Stack, headers: dict, pairs: int, budget_s: float, label: str) -> None:
+    from bench.asr_latency import SHORT, long_clip  # the clips bench/asr_latency.py measures
+    from tests.support import audio_clips as clips
+
+    config = stack.config
+    stub = asr_pb2_grpc.TranscriptionStub(grpc.insecure_channel(f"127.0.0.1:{config.asr_port}"))
+    # The request the gateway builds from the form (task only: the service's default language and beam).
+    options = asr_pb2.TranscriptionOptions(task=asr_pb2.TASK_TRANSCRIBE)
+
+    def grpc_transcribe(audio: tuple[bytes, tuple]) -> tuple[float, str]:
+        started = time.perf_counter()
+        reply = stub.Transcribe(asr_pb2.TranscribeRequest(audio=audio[0], mime_type="audio/webm", options=options),
+                                timeout=300)
+        return time.perf_counter() - started, reply.text
+
+    over_http = {"gateway": http_transcribe(config.gateway_port, headers),
+                 "nginx+gateway": http_transcribe(config.http_port, headers)}
+    paths = {"gRPC": grpc_transcribe, **{name: (lambda a, c=call: c(a[1])) for name, call in over_http.items()}}
+    names = list(paths)
+    meters = cpu_meters(stack, "asr")
+
+    # The service must decode the webm, find speech (VAD) and run the model: silence gives no text, speech some.
+    hiss = clips.encode(*clips.silence(2.5), "webm")
+    silent = stub.Transcribe(asr_pb2.TranscribeRequest(audio=hiss, mime_type="audio/webm", options=options),
+                             timeout=300)
+    print(f"\n5. Paired transcriptions, {label}: units of 6 (ABC CBA, the same clip), webm/opus of espeak-ng speech; "
+          f"2.5 s of hiss gives {silent.text!r} (VAD ran), {len(silent.segments)} segments")
+    print("   clip    units  wall s  path            latency ms  gateway CPU ms/transcr.  net ms   "
+          "nginx CPU ms  net ms   ASR service CPU ms")
+    differences = []
+    short = clips.wav_to_samples(clips.speak_wav(SHORT))
+    for samples, rate in (short, long_clip()):
+        webm = clips.encode(samples, rate, "webm")
+        audio = (webm, multipart(webm))
+        texts = {name: call(audio)[1] for name, call in paths.items() for _ in range(2)}  # warm every path
+        if len(set(texts.values())) != 1 or not texts["gRPC"]:
+            raise RuntimeError(f"the paths answered differently or with no text: {texts}")
+        units, cpu, wall = paired_units(paths, meters, pairs, budget_s, lambda k: audio)
+        n, calls, seconds = len(units), 2 * len(units), len(samples) / rate
+        latency = {name: [statistics.fmean(t for t, _ in u[name]) * 1000 for u in units] for name in names}
+        for name in names:
+            # "net": less the same process's CPU during the gRPC calls (idle work, timers), per transcription
+            net = {m: (cpu[name][m] - cpu["gRPC"][m]) / calls * 1000 for m in ("gateway", "nginx")}
+            print(f"   {seconds:4.1f} s  {n:5d}  {wall:6.0f}  {name:14s} {statistics.median(latency[name]):10.1f}  "
+                  f"{cpu[name]['gateway'] / calls * 1000:23.3f}  {net['gateway']:6.3f}   "
+                  f"{cpu[name]['nginx'] / calls * 1000:12.3f}  {net['nginx']:6.3f}   "
+                  f"{cpu[name]['asr'] / calls * 1000:18.1f}")
+        print(f"          text (the same on every path): {texts['gRPC'][:60]!r}")
+        for name in names[1:]:
+            differences.append((f"{seconds:4.1f} s {name}", [a - b for a, b in zip(latency[name], latency["gRPC"])]))
+    print(f"   (latency: mean of a unit's two calls, median over units; CPU: user+system from /proc/PID/stat in "
+          f"{1000 / os.sysconf('SC_CLK_TCK'):.0f} ms ticks, summed over each path's calls)")
+    print("\n   clip   path          paired difference from gRPC, median over units [bootstrap 95% interval]  "
+          "goal      verdict")
+    for name, values in differences:
+        print_difference(name, "latency added", values, "ms", ASR_GOAL_MS, width=20)
+    if RETRIED_502[config.http_port]:
+        print(f"   nginx answered 502 {RETRIED_502[config.http_port]} time(s), each retried")
 
 
 def start_standin(pieces: int, pace_ms: float) -> tuple[subprocess.Popen, str]:
@@ -469,12 +596,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chats", type=int, default=12)
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--levels", default="1,2,4,8,16,32,64")
-    parser.add_argument("--parts", default="1,2,3", help="which of the four measurements to run")
+    parser.add_argument("--parts", default="1,2,3", help="which of the five measurements to run")
     parser.add_argument("--backend", choices=["embedded", "ollama"], default="embedded",
                         help="the chat service's backend: the embedded model, or ollama against the stand-in")
     parser.add_argument("--pace-ms", type=float, default=5.0, help="ollama stand-in: ms between pieces")
-    parser.add_argument("--pairs", type=int, default=60, help="part 4: units of six chats")
-    parser.add_argument("--budget-s", type=float, default=300, help="part 4: stop adding units after this")
+    parser.add_argument("--pairs", type=int, default=60, help="parts 4 and 5: units of six calls (per clip in 5)")
+    parser.add_argument("--budget-s", type=float, default=300,
+                        help="parts 4 and 5: stop adding units after this (per clip in 5)")
+    parser.add_argument("--asr", choices=["tiny", "base"], default="tiny",
+                        help="part 5: the tiny random openai-whisper checkpoint, or the stack's Whisper base")
     args = parser.parse_args(argv)
     standin = None
     extra_env = {"CHAT_MAX_TOKENS": str(args.max_tokens), "CHAT_TEMPERATURE": "0",
@@ -484,8 +614,17 @@ def main(argv: list[str] | None = None) -> int:
         standin, standin_url = start_standin(args.max_tokens, args.pace_ms)
         extra_env.update(CHAT_BACKEND="ollama", OLLAMA_URL=standin_url, CHAT_MODEL="llama3.2-vision")
         label = f"ollama backend, stand-in: {args.max_tokens} pieces {args.pace_ms:g} ms apart, first at once"
+    asr_label = "Whisper base (faster-whisper, the stack's default)"
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as run_dir:
         run_dir = Path(run_dir)
+        if "5" in args.parts.split(",") and args.asr == "tiny":
+            # A fast, deterministic model behind the real service (decode, VAD, Whisper's decoding loop), so
+            # the paths differ only by the front end; one thread (two oversubscribe 2 cores with the front
+            # end), greedy. The other parts' ASR ListModels then describes this model.
+            from tests.support.tiny_whisper import build_in_asr_venv
+            extra_env.update(ASR_ENGINE="openai-whisper", ASR_MODEL=str(build_in_asr_venv(run_dir / "tiny.pt")),
+                             ASR_CPU_THREADS="1", ASR_BEAM_SIZE="1")
+            asr_label = "tiny random openai-whisper checkpoint (tests/support/tiny_whisper.py), 1 thread, greedy"
         # auth "on" so the key path is measured; /api/chat/stream below uses a key as well.
         config = StackConfig.on_free_ports(run_dir, data_dir=run_dir / "data", auth="on", extra_env=extra_env)
         stack = Stack(config)
@@ -508,6 +647,8 @@ def main(argv: list[str] | None = None) -> int:
                 concurrency(stack, [int(v) for v in args.levels.split(",")], args.max_tokens, headers)
             if "4" in parts:
                 paired_chats(stack, headers, args.pairs, args.budget_s, label, args.backend == "embedded")
+            if "5" in parts:
+                paired_transcriptions(stack, headers, args.pairs, args.budget_s, asr_label)
             print(f"\nload average at the end {os.getloadavg()[0]:.1f} (other work on the machine inflates latency, "
                   "not the gateway's CPU per request)")
         finally:
