@@ -162,6 +162,11 @@ def load_tokenizer(path: str, trust_remote_code: bool = False) -> PreTrainedToke
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as error:  # not on the hub, no network, gated without HF_TOKEN
         raise FileNotFoundError(f"cannot load the tokenizer of {path}: {error}") from None
+    return pad_for_training(tokenizer)
+
+
+def pad_for_training(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """A pad token and right padding, as training batches need them."""
     if tokenizer.pad_token is None:
         # As the seed did for Llama 2, which has no pad token; the loss ignores padding.
         tokenizer.pad_token = tokenizer.eos_token
@@ -177,10 +182,7 @@ def load_processor(path: str, trust_remote_code: bool = False) -> Any:
         processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as error:
         raise FileNotFoundError(f"cannot load the processor of {path}: {error}") from None
-    tokenizer = processor.tokenizer
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "right"
+    pad_for_training(processor.tokenizer)
     return processor
 
 

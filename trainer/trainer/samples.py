@@ -46,10 +46,17 @@ def question_of(row: dict) -> list[dict]:
     return messages[:first_answer]
 
 
+def images_of(row: dict) -> list:
+    """A vision row's images: its `images` list, or its one `image`."""
+    if row.get("images") is not None:
+        return row["images"]
+    return [row["image"]] if row.get("image") is not None else []
+
+
 def describe_row(row: dict) -> dict[str, str]:
     """The question's text, the row's first image (path when it has one) and the dataset's answer."""
     text = " ".join(_texts(message["content"]) for message in question_of(row) if message["role"] == "user")
-    images = row.get("images", [row.get("image")])
+    images = images_of(row)
     first = images[0] if images else None
     image = (first.get("path") if isinstance(first, dict) else None) or ("(embedded)" if first else "")
     answer = next((_texts(m["content"]) for m in row["messages"] if m["role"] == "assistant"), "")
@@ -66,10 +73,7 @@ def encode_row(processor: Any, row: dict) -> Any:
     """A vision row's question with its images, through the processor's chat template."""
     from trl.data_utils import prepare_multimodal_messages
 
-    images = row.get("images")
-    if images is None:
-        images = [row["image"]] if row.get("image") is not None else []
-    messages = prepare_multimodal_messages(question_of(row), images=images)
+    messages = prepare_multimodal_messages(question_of(row), images=images_of(row))
     return processor.apply_chat_template(
         messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
     )
