@@ -68,6 +68,7 @@ class Turn:
     answer_id: int | None = None
     parts: list[str] = field(default_factory=list)
     last_flush: float = field(default_factory=time.monotonic)
+    ended: bool = False
 
     @property
     def text(self) -> str:
@@ -106,8 +107,9 @@ class Turn:
                 log.warning("could not save the answer in progress (%s); the stream goes on", error)
 
     async def end(self, final: chat_pb2.ChatFinal | None, failure: ApiError | None = None) -> None:
-        """Stores the answer: complete with a final message, else incomplete (some text) or failed."""
-        if self.answer_id is None:
+        """Stores the answer: complete with a final message, else incomplete (some text) or failed.
+        Runs once: the stream stores a complete answer before its last event, the close finds it done."""
+        if self.answer_id is None or self.ended:
             return
         try:
             await self._store_end(final, failure)
@@ -117,6 +119,8 @@ class Turn:
             # The user has the answer already; the stored one stays "streaming" with what the last save
             # kept, and the next start marks it incomplete (close_abandoned_turns).
             log.error("could not store the end of answer %s: %s", self.answer_id, error)
+        # Not set when the write was cancelled (the client left mid-write): the close then tries again.
+        self.ended = True
 
     async def _store_end(self, final: chat_pb2.ChatFinal | None, failure: ApiError | None) -> None:
         if final is not None:

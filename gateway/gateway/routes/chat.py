@@ -149,6 +149,8 @@ async def _events(call, first: chat_pb2.ChatResponse, meta: dict, heartbeat_s: f
                 yield sse("delta", {"content": reply.delta})
             if reply.HasField("final"):
                 outcome.final = reply.final
+                if turn:  # stored before "done", so a client that reads the conversation next finds it complete
+                    await turn.end(reply.final)
                 yield sse("done", {"done_reason": FINISH_NAMES.get(reply.final.finish_reason, "stop"),
                                    "usage": usage_of(reply.final), "timings": timings_of(reply.final)})
     except grpc.aio.AioRpcError as error:
