@@ -29,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import unicodedata
 from pathlib import Path
 
 import grpc
@@ -44,48 +43,9 @@ from chatbot_protos.asr.v1 import asr_pb2, asr_pb2_grpc  # noqa: E402
 from scripts.stack import Stack, StackConfig  # noqa: E402
 from tests.support import audio_clips as clips  # noqa: E402
 
-SHORT = "Hola, quiero saber el tiempo de mañana."
-SENTENCES = [
-    SHORT,
-    "Buenos días, ¿cómo estás hoy?",
-    "La casa tiene un jardín muy grande.",
-    "Me gusta leer libros por la noche.",
-    "El tren sale de la estación a las ocho.",
-    "Mi hermana vive en Barcelona desde hace años.",
-    "Necesito comprar pan y leche en el mercado.",
-    "Hace mucho calor en verano.",
-    "¿Dónde está la biblioteca más cercana?",
-    "Los niños juegan en el parque.",
-    "Quiero reservar una mesa para dos personas.",
-    "El perro duerme junto a la ventana.",
-    "Vamos a la playa este fin de semana.",
-    "La reunión empieza a las diez de la mañana.",
-    "Por favor, cierra la puerta al salir.",
-    "Mañana voy a visitar a mis abuelos.",
-    "El café está demasiado caliente.",
-    "Aprender un idioma nuevo requiere paciencia.",
-    "La película fue muy interesante.",
-    "¿Puedes ayudarme con esta tarea?",
-    "El médico me recomendó descansar.",
-    "Hoy el cielo está despejado y azul.",
-]
+from bench.spanish_speech import SENTENCES, SHORT, word_errors  # noqa: E402
+
 TIMEOUT = 300
-
-
-def normalise(text: str) -> list[str]:
-    """Lowercase, accents and punctuation removed: what WER is computed on."""
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return "".join(ch if ch.isalnum() else " " for ch in plain).split()
-
-
-def edit_distance(reference: list[str], hypothesis: list[str]) -> int:
-    row = list(range(len(hypothesis) + 1))
-    for i, ref in enumerate(reference, 1):
-        previous, row[0] = row[0], i
-        for j, hyp in enumerate(hypothesis, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (ref != hyp))
-    return row[-1]
 
 
 def long_clip() -> tuple[np.ndarray, int]:
@@ -298,12 +258,11 @@ def main(argv: list[str] | None = None) -> int:
                 for sentence in SENTENCES:
                     audio = clips.speech(sentence, "webm")
                     reply = stub.Transcribe(asr_pb2.TranscribeRequest(audio=audio), timeout=TIMEOUT)
-                    reference = normalise(sentence)
-                    wrong = edit_distance(reference, normalise(reply.text))
+                    wrong, said = word_errors(sentence, reply.text)
                     if wrong:
                         misses.append((sentence, reply.text))
                     errors += wrong
-                    words += len(reference)
+                    words += said
         finally:
             stack.stop()
 

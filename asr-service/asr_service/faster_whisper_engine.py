@@ -38,6 +38,7 @@ from .engine import (
     check_options,
     first_line,
 )
+from .encoder_window import WHOLE_WINDOW_S, resolve_step, short_window_model_class
 from .errors import ModelProvisioningError
 from .language_detection import LanguageDetection
 from .model_store import ModelSource, resolve_model
@@ -101,6 +102,11 @@ class FasterWhisperEngine:
             self._batcher = ChunkBatcher(self._decode_batch, batch_size, batch_window, workers)
 
     @property
+    def encoder_window_s(self) -> int:
+        """The encoder window's step in seconds (encoder_window.py); 30 = always the whole window."""
+        return getattr(self._model, "step_s", WHOLE_WINDOW_S)
+
+    @property
     def batcher(self) -> ChunkBatcher | None:
         return self._batcher
 
@@ -115,12 +121,10 @@ class FasterWhisperEngine:
 
     @classmethod
     def _load(cls, source: ModelSource, name: str, config: EngineConfig) -> FasterWhisperEngine:
-        from faster_whisper import WhisperModel  # heavy import, kept out of import time
-
         device = resolve_device(config.device)
         compute_type = resolve_compute_type(config.compute_type, device)
         started = time.perf_counter()
-        model = WhisperModel(
+        model = short_window_model_class()(
             source.model,
             device=device,
             compute_type=compute_type,
@@ -131,13 +135,15 @@ class FasterWhisperEngine:
             num_workers=config.workers,
             download_root=source.download_root,
         )
+        model.step_s = resolve_step(config.encoder_window_s, device)
         logger.info(
-            "loaded Whisper %s (%s) on %s/%s in %.2f s",
+            "loaded Whisper %s (%s) on %s/%s in %.2f s; encoder windows of %s",
             name,
             source.origin,
             device,
             compute_type,
             time.perf_counter() - started,
+            "30 s" if model.step_s >= WHOLE_WINDOW_S else f"{model.step_s} s steps up to 30 s",
         )
         batch_size = resolve_batch_size(config.batch_size, device)
         if batch_size > 1:

@@ -114,6 +114,7 @@ def load_engine(settings: Settings) -> Engine:
         workers=settings.workers,
         batch_size=settings.batch_size,
         batch_window=settings.batch_window_ms / 1000,
+        encoder_window_s=settings.encoder_window_s,
         language_detection=LanguageDetection(settings.language_detection_segments,
                                              settings.language_detection_threshold),
     )
