@@ -43,7 +43,7 @@ from asr_service.encoder_window import TAIL_FRAMES, WHOLE_WINDOW_S, short_window
 from asr_service.engine import TranscribeOptions  # noqa: E402
 from asr_service.faster_whisper_engine import FasterWhisperEngine  # noqa: E402
 
-from bench.spanish_speech import SENTENCES, word_errors  # noqa: E402
+from tests.support.spanish_speech import SENTENCES, word_errors  # noqa: E402
 from tests.support import audio_clips as clips  # noqa: E402
 
 MODEL = REPO / ".cache" / "models" / "faster-whisper-base"

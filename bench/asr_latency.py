@@ -43,7 +43,7 @@ from chatbot_protos.asr.v1 import asr_pb2, asr_pb2_grpc  # noqa: E402
 from scripts.stack import Stack, StackConfig  # noqa: E402
 from tests.support import audio_clips as clips  # noqa: E402
 
-from bench.spanish_speech import SENTENCES, SHORT, word_errors  # noqa: E402
+from tests.support.spanish_speech import SENTENCES, SHORT, word_errors  # noqa: E402
 
 TIMEOUT = 300
 

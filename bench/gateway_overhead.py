@@ -515,7 +515,7 @@ def http_transcribe(port: int, headers: dict):
 
 def paired_transcriptions(stack: Stack, headers: dict, pairs: int, budget_s: float, label: str) -> None:
     from bench.asr_latency import long_clip  # the clips bench/asr_latency.py measures
-    from bench.spanish_speech import SHORT
+    from tests.support.spanish_speech import SHORT
     from tests.support import audio_clips as clips
 
     config = stack.config

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import threading
 import time
-import unicodedata
 
 import grpc
 import numpy as np
@@ -33,6 +32,7 @@ from chatbot_protos.asr.v1 import asr_pb2
 
 from tests.support import audio_clips as clips
 from tests.support.services import asr_stub
+from tests.support.spanish_speech import edit_distance, normalise
 
 TIMEOUT = 300  # seconds: 4-8 model passes on a shared 2-core CPU
 BATCH_SIZE = 4
@@ -66,22 +66,6 @@ LONG = [
     ("Buenos días. Quiero saber el tiempo de mañana en Madrid, por favor.", "madrid"),
 ]
 GAP_SECONDS = 0.7  # between sentences: below the VAD's 2 s, so the speech runs on past 30 s
-
-
-def plain_words(text: str) -> list[str]:
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    kept = "".join(ch if ch.isalnum() or ch.isspace() else " "
-                   for ch in decomposed if not unicodedata.combining(ch))
-    return kept.split()
-
-
-def word_edits(a: list[str], b: list[str]) -> int:
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        previous, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
-    return row[-1]
 
 
 def request(audio: bytes, **options) -> asr_pb2.TranscribeRequest:
@@ -168,8 +152,8 @@ def test_concurrent_requests_are_batched_and_match_unbatched_transcripts(unbatch
     assert max(sizes) > 1, f"no request was batched: {sizes}"
     assert all(1 <= size <= BATCH_SIZE for size in sizes), sizes
     for want, (got, _) in zip(reference, results, strict=True):
-        expected, heard = plain_words(want.text), plain_words(got.text)
-        assert word_edits(expected, heard) <= 1, (want.text, got.text)
+        expected, heard = normalise(want.text), normalise(got.text)
+        assert edit_distance(expected, heard) <= 1, (want.text, got.text)
         assert got.language == "es" and got.language_probability == pytest.approx(1.0)
         assert got.duration_seconds == pytest.approx(want.duration_seconds, abs=0.01)
         assert got.segments and all(segment.words for segment in got.segments)
@@ -201,7 +185,7 @@ def test_detected_languages_are_batched_per_language(unbatched, batched, spanish
         assert got.language == want.language == language
         assert 0.5 < got.language_probability < 1.0
         assert got.language_probability == pytest.approx(want.language_probability, abs=0.01)
-        assert word_edits(plain_words(want.text), plain_words(got.text)) <= 1, (want.text, got.text)
+        assert edit_distance(normalise(want.text), normalise(got.text)) <= 1, (want.text, got.text)
 
 
 def test_a_long_recording_is_cut_into_chunks_that_are_batched_together(unbatched, batched):
@@ -212,7 +196,7 @@ def test_a_long_recording_is_cut_into_chunks_that_are_batched_together(unbatched
 
     assert size >= 2, "the recording's ≤30 s chunks should share a model pass"
     assert reply.duration_seconds == pytest.approx(seconds, abs=0.1)
-    words = plain_words(reply.text)
+    words = normalise(reply.text)
     keywords = [keyword for _, keyword in LONG]
     found = [keyword for keyword in keywords if keyword in words]
     # The whole recording, start to end: the first and last sentences' words,
@@ -221,7 +205,7 @@ def test_a_long_recording_is_cut_into_chunks_that_are_batched_together(unbatched
     assert "madrid" in words[:20], reply.text
     assert "madrid" in words[-20:], reply.text
     assert len(found) >= 0.75 * len(keywords), (found, reply.text)
-    reference_found = [keyword for keyword in keywords if keyword in plain_words(reference.text)]
+    reference_found = [keyword for keyword in keywords if keyword in normalise(reference.text)]
     assert len(found) >= len(reference_found) - 2, (reply.text, reference.text)
 
     assert len(reply.segments) >= 2
@@ -247,13 +231,13 @@ def test_a_cancelled_request_does_not_break_the_others_in_its_batch(batched_serv
 
     with pytest.raises(grpc.FutureCancelledError):
         doomed.result()
-    texts = [plain_words(future.result(timeout=TIMEOUT).text) for future in others]
+    texts = [normalise(future.result(timeout=TIMEOUT).text) for future in others]
     assert "madrid" in texts[0], texts
     assert "reservar" in texts[1], texts
     # The service goes on: nothing logged as failed, and a new request is served.
     assert service.running()
     reply, _ = transcribe(stub, spanish_audio[2])
-    assert "reunion" in plain_words(reply.text), reply.text
+    assert "reunion" in normalise(reply.text), reply.text
     log = service.log_tail(400)
     assert "Traceback" not in log and " ERROR " not in log, log
 
@@ -264,4 +248,4 @@ def test_silence_stays_empty_when_batched(batched, spanish_audio):
     (silent, silent_size), (speech, _) = results
     assert silent.text == "" and list(silent.segments) == []
     assert silent_size == 0  # the VAD found nothing to send to the model
-    assert "paciencia" in plain_words(speech.text), speech.text
+    assert "paciencia" in normalise(speech.text), speech.text

@@ -18,7 +18,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from bench.spanish_speech import SENTENCES, word_errors
+from tests.support.spanish_speech import SENTENCES, word_errors
 from tests.support import audio_clips as clips
 from tests.support.tiny_whisper import ASR_PYTHON, REPO
 

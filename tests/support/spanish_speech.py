@@ -2,8 +2,8 @@
 
 22 sentences that espeak-ng says (tests/support/audio_clips.py), and word error
 rate normalised as Whisper's basic normaliser does for Spanish: lowercase, no
-accents, no punctuation. Shared by bench/asr_latency.py (the latency table's WER)
-and bench/asr_audio_context.py.
+accents, no punctuation. Shared by bench/asr_latency.py (the latency table's WER),
+bench/asr_audio_context.py and the ASR tests that compare transcripts.
 """
 
 from __future__ import annotations
