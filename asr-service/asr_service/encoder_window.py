@@ -14,12 +14,16 @@ Why multiples of a step, not the exact length: the encoder sees few distinct
 shapes, and requests batched together (their chunks are padded to the
 longest) get the window they would get alone, so batching keeps their words.
 
-Measured (bench/asr_audio_context.py, bench/results/asr_audio_context_*): with
-the service's decoding (0.5 s lead-in, VAD, beam 5, temperature fallback) a
-15 s window makes the 22 Spanish espeak sentences 2.3x faster with the same
-WER, and changes a few words of real English speech cut in 4 s pieces, as
-often for the better as for the worse. Speech over 10 s keeps the whole
-window. A GPU has encoder time to spare, so "auto" keeps the whole window there.
+Opt-in (ASR_ENCODER_WINDOW_S=15, say), not the default. Measured
+(bench/asr_audio_context.py, bench/results/asr_audio_context_*): with the
+service's decoding (0.5 s lead-in, VAD, beam 5, temperature fallback) a 15 s
+window makes the 22 Spanish espeak sentences 2.7x faster with the same WER,
+and changes a few words of real English speech cut in 4 s pieces, as often for
+the better as for the worse. But on the browser end-to-end test's recording
+(Chromium's microphone, Opus) it heard "en Madrid" as "en mafid" in 2 runs of
+3, where the whole window heard "Madrid" in 3 of 3: Whisper was trained on
+whole windows, and a user's words come before speed, so the whole window stays
+the default and the cut is a setting for CPUs where latency matters more.
 """
 
 from __future__ import annotations
@@ -30,16 +34,8 @@ import numpy as np
 
 FRAMES_PER_SECOND = 100  # Whisper's log-mel frames (10 ms hop)
 WHOLE_WINDOW_S = 30
-CPU_STEP_S = 15
 # Padding kept after the speech, in frames (5 s: the module docstring says why).
 TAIL_FRAMES = 5 * FRAMES_PER_SECOND
-
-
-def resolve_step(step_s: int, device: str) -> int:
-    """``0`` ("auto") → CPU_STEP_S on a CPU, the whole window on a GPU."""
-    if step_s:
-        return step_s
-    return WHOLE_WINDOW_S if device == "cuda" else CPU_STEP_S
 
 
 def speech_frames(features: np.ndarray) -> int:

@@ -106,7 +106,7 @@ class EngineConfig:
     workers: int = 1
     batch_size: int = 1  # chunks per model pass; 0 = engine's choice for the device
     batch_window: float = 0.01  # seconds a chunk may wait for others to batch with
-    encoder_window_s: int = 0  # faster-whisper: window step (encoder_window.py); 0 = device's choice
+    encoder_window_s: int = 30  # faster-whisper: window step (encoder_window.py); 30 = the whole window
     # How many 30 s windows detection may look at, and when one is sure enough.
     language_detection: LanguageDetection = LanguageDetection()
 

@@ -38,7 +38,7 @@ from .engine import (
     check_options,
     first_line,
 )
-from .encoder_window import WHOLE_WINDOW_S, resolve_step, short_window_model_class
+from .encoder_window import WHOLE_WINDOW_S, short_window_model_class
 from .errors import ModelProvisioningError
 from .language_detection import LanguageDetection
 from .model_store import ModelSource, resolve_model
@@ -135,7 +135,7 @@ class FasterWhisperEngine:
             num_workers=config.workers,
             download_root=source.download_root,
         )
-        model.step_s = resolve_step(config.encoder_window_s, device)
+        model.step_s = config.encoder_window_s
         logger.info(
             "loaded Whisper %s (%s) on %s/%s in %.2f s; encoder windows of %s",
             name,

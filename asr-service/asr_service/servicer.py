@@ -98,7 +98,10 @@ class TranscriptionServicer(asr_pb2_grpc.TranscriptionServicer):
                 max_seconds=self._settings.max_audio_seconds,
             ):
                 yield result_to_pb(result)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
+            # Cancelled while awaiting (a model step, the next chunk), or closed at
+            # a yield because gRPC stopped consuming (the client went away while a
+            # result was being sent): either way no further step runs.
             logger.info("[%s] streaming transcription of %s cancelled by the client after %.1f s",
                         request_id, config.mime_type or "audio", time.perf_counter() - started)
             raise

@@ -37,9 +37,9 @@ import numpy as np
 # (segments, threshold): first window only; stop at a sure window; never sure (vote).
 SETTINGS = [(1, 0.5), (1, 1.0), (3, 0.5), (3, 1.0), (4, 1.0), (2, 1.0)]
 # The batched engine's settings, as the service reads them from its environment.
-# Whole encoder windows, as the library's calls it is compared with: a cut last
-# window (encoder_window.py, the CPU default) moves its probability in the
-# third decimal, and what is compared here is which windows are looked at.
+# Whole encoder windows (the default, pinned), as the library's calls it is
+# compared with: a cut last window (encoder_window.py) moves its probability in
+# the third decimal, and what is compared here is which windows are looked at.
 BATCHED = {"ASR_BATCH_SIZE": "2", "ASR_LANGUAGE_DETECTION_SEGMENTS": "3",
            "ASR_LANGUAGE_DETECTION_THRESHOLD": "1.0", "ASR_DEVICE": "cpu", "ASR_ENCODER_WINDOW_S": "30"}
 

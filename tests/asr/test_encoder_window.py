@@ -1,11 +1,12 @@
-"""The encoder sees only as much of Whisper's 30 s window as the speech needs
-(asr-service/asr_service/encoder_window.py), and the words stay the same.
+"""With ASR_ENCODER_WINDOW_S below 30 the encoder sees only as much of
+Whisper's 30 s window as the speech needs (asr-service/asr_service/
+encoder_window.py); by default it sees the whole window.
 
 An engine is loaded as the service loads it, from its settings, in the ASR
 venv (tests/asr/encoder_windows.py), and the frames of every encoder pass are
-counted while it transcribes a ~3 s and a ~14 s Spanish clip: on a CPU the
-default cuts the short clip's window to 15 s and keeps the long one's whole
-(over 10 s of speech); ASR_ENCODER_WINDOW_S=30 keeps every window whole. What this costs and saves in time and words is a
+counted while it transcribes a ~3 s and a ~14 s Spanish clip: by default both
+windows are whole; ASR_ENCODER_WINDOW_S=15 cuts the short clip's window to
+15 s and keeps the long one's whole (over 10 s of speech). What this costs and saves in time and words is a
 benchmark's job (bench/asr_audio_context.py), not a test's.
 """
 
@@ -44,34 +45,35 @@ def audio_files(tmp_path_factory) -> tuple[str, str]:
 
 
 def encoder_windows(files, **env) -> subprocess.CompletedProcess:
+    inherited = {name: value for name, value in os.environ.items() if name != "ASR_ENCODER_WINDOW_S"}
     return subprocess.run(
         [str(ASR_PYTHON), str(REPO / "tests" / "asr" / "encoder_windows.py"), *files],
-        env={**os.environ, "ASR_DEVICE": "cpu", **env}, cwd=REPO,
+        env={**inherited, "ASR_DEVICE": "cpu", **env}, cwd=REPO,
         capture_output=True, text=True, timeout=TIMEOUT)
 
 
 @pytest.fixture(scope="module")
 def windowed(audio_files) -> dict:
-    done = encoder_windows(audio_files)  # the defaults: ASR_ENCODER_WINDOW_S unset
+    done = encoder_windows(audio_files, ASR_ENCODER_WINDOW_S="15")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
 @pytest.fixture(scope="module")
 def whole(audio_files) -> dict:
-    done = encoder_windows(audio_files, ASR_ENCODER_WINDOW_S="30")
+    done = encoder_windows(audio_files)  # the defaults: ASR_ENCODER_WINDOW_S unset
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
-def test_on_a_cpu_a_short_prompt_gets_a_15_s_window_and_a_long_one_the_whole(windowed):
+def test_with_15_s_steps_a_short_prompt_gets_a_15_s_window_and_a_long_one_the_whole(windowed):
     assert windowed["step"] == 15
     short, long = windowed["runs"]
     assert short["frames"] and set(short["frames"]) == {1500}  # ~3 s of speech + 5 s: one 15 s step
     assert long["frames"] and set(long["frames"]) == {3000}  # 12-20 s + 5 s: Whisper's whole window
 
 
-def test_asr_encoder_window_s_30_keeps_whisper_s_whole_window(whole):
+def test_by_default_every_window_is_whisper_s_whole_window(whole):
     assert whole["step"] == 30
     assert all(set(run["frames"]) == {3000} for run in whole["runs"]), whole["runs"]
 
