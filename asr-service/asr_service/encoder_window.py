@@ -29,6 +29,9 @@ the default and the cut is a setting for CPUs where latency matters more.
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -67,11 +70,28 @@ def short_window_model_class():
     from faster_whisper import WhisperModel  # heavy import, kept out of import time
 
     class ShortWindowWhisperModel(WhisperModel):
-        step_s = WHOLE_WINDOW_S
+        step_s = WHOLE_WINDOW_S  # the service's setting (ASR_ENCODER_WINDOW_S)
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            # A request's own step, per worker thread: a transcription runs in
+            # one thread from start to end (the engine drains faster-whisper's
+            # lazy segments there), and other workers share the model.
+            self._request = threading.local()
+
+        @contextmanager
+        def window_step(self, step_s: int | None) -> Iterator[None]:
+            """Encode with ``step_s`` (None: the service's) inside the block, in this thread."""
+            self._request.step_s = step_s
+            try:
+                yield
+            finally:
+                self._request.step_s = None
 
         def encode(self, features: np.ndarray):
-            if self.step_s < WHOLE_WINDOW_S:
-                features = np.ascontiguousarray(features[..., :window_frames(features, self.step_s)])
+            step_s = getattr(self._request, "step_s", None) or self.step_s
+            if step_s < WHOLE_WINDOW_S:
+                features = np.ascontiguousarray(features[..., :window_frames(features, step_s)])
             return super().encode(features)
 
     return ShortWindowWhisperModel

@@ -62,6 +62,11 @@ class TranscribeOptions:
     # (ASR_BATCH_SIZE > 1)? Live dictation says no (streaming.py): its
     # interims are latency-bound and it has not been tested batched.
     batchable: bool = True
+    # faster-whisper, unbatched: the encoder window step for this request only
+    # (encoder_window.py); None = the service's ASR_ENCODER_WINDOW_S. Live
+    # interims use a short one: they are replaced a second later, and the final
+    # of the same speech is decoded with the service's window.
+    encoder_window_s: int | None = None
 
 
 @dataclass(frozen=True)

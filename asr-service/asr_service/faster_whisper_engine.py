@@ -164,25 +164,27 @@ class FasterWhisperEngine:
         started = time.perf_counter()
         lead_in = np.zeros(int(LEAD_IN_SECONDS * SAMPLE_RATE), dtype=np.float32)
         extra = {} if options.temperature_fallback else {"temperature": 0.0}
-        segments, info = self._model.transcribe(
-            np.concatenate([lead_in, samples]),
-            language=options.language,
-            task=options.task,
-            beam_size=options.beam_size,
-            initial_prompt=options.initial_prompt or None,
-            word_timestamps=options.word_timestamps,
-            # Detection over up to N windows of speech (language_detection.py);
-            # faster-whisper applies the rule itself.
-            language_detection_segments=self.language_detection.segments,
-            language_detection_threshold=self.language_detection.threshold,
-            # Silero VAD drops non-speech before decoding: without it Whisper
-            # "hears" stock phrases in silence or noise (its best-known failure).
-            vad_filter=True,
-            **extra,
-        )
         duration = samples.size / SAMPLE_RATE
-        # Draining the generator runs the decoder.
-        decoded = tuple(_segment(segment, LEAD_IN_SECONDS, duration) for segment in segments)
+        # Detection runs inside transcribe(), decoding while the segments are
+        # drained: both encode under the request's window.
+        with self._model.window_step(options.encoder_window_s):
+            segments, info = self._model.transcribe(
+                np.concatenate([lead_in, samples]),
+                language=options.language,
+                task=options.task,
+                beam_size=options.beam_size,
+                initial_prompt=options.initial_prompt or None,
+                word_timestamps=options.word_timestamps,
+                # Detection over up to N windows of speech (language_detection.py);
+                # faster-whisper applies the rule itself.
+                language_detection_segments=self.language_detection.segments,
+                language_detection_threshold=self.language_detection.threshold,
+                # Silero VAD drops non-speech before decoding: without it Whisper
+                # "hears" stock phrases in silence or noise (its best-known failure).
+                vad_filter=True,
+                **extra,
+            )
+            decoded = tuple(_segment(segment, LEAD_IN_SECONDS, duration) for segment in segments)
         return Transcript(
             text=" ".join(s.text for s in decoded if s.text),
             language=info.language,

@@ -6,7 +6,8 @@ An engine is loaded as the service loads it, from its settings, in the ASR
 venv (tests/asr/encoder_windows.py), and the frames of every encoder pass are
 counted while it transcribes a ~3 s and a ~14 s Spanish clip: by default both
 windows are whole; ASR_ENCODER_WINDOW_S=15 cuts the short clip's window to
-15 s and keeps the long one's whole (over 10 s of speech). What this costs and saves in time and words is a
+15 s and keeps the long one's whole (over 10 s of speech). Live dictation's
+interim passes always use 15 s windows; its finals the service's. What this costs and saves in time and words is a
 benchmark's job (bench/asr_audio_context.py), not a test's.
 """
 
@@ -91,3 +92,12 @@ def test_a_window_longer_than_whisper_s_stops_the_service_naming_the_setting(aud
     done = encoder_windows(audio_files[:1], ASR_ENCODER_WINDOW_S="45")
     assert done.returncode != 0
     assert "ASR_ENCODER_WINDOW_S" in done.stderr and "30" in done.stderr
+
+
+def test_live_dictation_interims_use_a_15_s_window_and_the_final_the_service_s(whole, windowed):
+    for found in (whole, windowed):  # whatever the service's window, interims get 15 s
+        interim, final = found["dictation"]
+        assert interim["finals"] == [False] and set(interim["frames"]) == {1500}, interim
+        assert final["finals"] == [True] and final["frames"], final
+    assert set(whole["dictation"][1]["frames"]) == {3000}  # the default: the final on the whole window
+    assert set(windowed["dictation"][1]["frames"]) == {1500}  # ASR_ENCODER_WINDOW_S=15: the final's too
