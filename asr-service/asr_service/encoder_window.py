@@ -24,6 +24,8 @@ the better as for the worse. But on the browser end-to-end test's recording
 3, where the whole window heard "Madrid" in 3 of 3: Whisper was trained on
 whole windows, and a user's words come before speed, so the whole window stays
 the default and the cut is a setting for CPUs where latency matters more.
+Live dictation's interim results, replaced a second later, always use it
+(streaming.py); their finals use the setting.
 """
 
 from __future__ import annotations
