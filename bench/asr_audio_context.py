@@ -22,6 +22,7 @@ Results: bench/results/asr_audio_context_cpu_*.txt. The rule is the service's ow
 (its step is what ASR_ENCODER_WINDOW_S sets).
 
     .venv/asr/bin/python bench/asr_audio_context.py [--steps 15,10] [--piece-s 4]
+    .venv/asr/bin/python bench/asr_audio_context.py --interim   # live dictation's interim pass only
 """
 
 from __future__ import annotations
@@ -87,10 +88,30 @@ def transcribe(engine, audio: np.ndarray, language: str) -> tuple[str, float]:
     return text, time.perf_counter() - started
 
 
+def interim_passes(engine, audio: np.ndarray, runs: int = 12) -> None:
+    """Live dictation's interim pass (greedy, no fallback) over 1.5 s of speech,
+    whole window against the 15 s one it uses (streaming.py), alternated."""
+    import statistics
+
+    from asr_service.streaming import INTERIM_WINDOW_S
+
+    seconds: dict[int, list[float]] = {WHOLE_WINDOW_S: [], INTERIM_WINDOW_S: []}
+    for run in range(runs):
+        for step in sorted(seconds, reverse=bool(run % 2)):
+            options = TranscribeOptions(language="es", beam_size=1, temperature_fallback=False,
+                                        batchable=False, encoder_window_s=step)
+            started = time.perf_counter()
+            engine.transcribe(audio[:24_000], options)
+            seconds[step].append(time.perf_counter() - started)
+    print(f"live-dictation interim pass over 1.5 s of speech, median of {runs}: "
+          + ", ".join(f"{step} s window {statistics.median(values):.3f} s" for step, values in seconds.items()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", default="15,10", help="encoder window steps to try, seconds (30 always runs)")
     parser.add_argument("--piece-s", type=float, default=4.0, help="length of the real-speech pieces")
+    parser.add_argument("--interim", action="store_true", help="only time live dictation's interim pass")
     args = parser.parse_args(argv)
     # The full window comes first: its words are the real speech's reference.
     steps = [WHOLE_WINDOW_S] + [int(value) for value in args.steps.split(",") if int(value) != WHOLE_WINDOW_S]
@@ -100,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     model = short_window_model_class()(str(MODEL), device="cpu", compute_type="int8", cpu_threads=2)
     engine = FasterWhisperEngine(model, "base", "cpu", "int8")
     spanish = [decode_audio(io.BytesIO(clips.speak_wav(sentence)), sampling_rate=16000) for sentence in SENTENCES]
+    if args.interim:
+        interim_passes(engine, spanish[0])
+        return 0
     pieces = real_speech_pieces(args.piece_s)
     transcribe(engine, spanish[0], "es")  # warm-up
 
