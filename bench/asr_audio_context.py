@@ -44,7 +44,7 @@ from asr_service.encoder_window import TAIL_FRAMES, WHOLE_WINDOW_S, short_window
 from asr_service.engine import TranscribeOptions  # noqa: E402
 from asr_service.faster_whisper_engine import FasterWhisperEngine  # noqa: E402
 
-from tests.support.spanish_speech import SENTENCES, word_errors  # noqa: E402
+from tests.support.spanish_speech import SENTENCES, normalise, word_errors  # noqa: E402
 from tests.support import audio_clips as clips  # noqa: E402
 
 MODEL = REPO / ".cache" / "models" / "faster-whisper-base"
@@ -72,7 +72,7 @@ def real_speech_pieces(seconds: float) -> list[np.ndarray]:
 
 def loops(text: str) -> bool:
     """A word or two-word phrase said three times in a row: Whisper stuck repeating."""
-    words = text.lower().replace(",", " ").replace(".", " ").split()
+    words = normalise(text)
     for width in (1, 2):
         for start in range(len(words) - 3 * width + 1):
             phrase = words[start:start + width]

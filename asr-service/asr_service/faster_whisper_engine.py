@@ -104,7 +104,7 @@ class FasterWhisperEngine:
     @property
     def encoder_window_s(self) -> int:
         """The encoder window's step in seconds (encoder_window.py); 30 = always the whole window."""
-        return getattr(self._model, "step_s", WHOLE_WINDOW_S)
+        return self._model.step_s
 
     @property
     def batcher(self) -> ChunkBatcher | None:
