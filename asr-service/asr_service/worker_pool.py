@@ -12,7 +12,9 @@ its batch rather than computing, so the pool gets more threads than model
 replicas (``set_threads``) while the admission bound stays ``workers +
 max_queue``. A job learns that its caller went away through
 ``current_cancellation()``: the engine uses it to drop the request's chunks
-still waiting for a batch and end its wait.
+still waiting for a batch and end its wait. When the last job finishes, its
+worker thread hands the memory the jobs freed back to the OS (free_memory.py),
+after the caller has its result.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from .errors import QueueFull
+from .free_memory import release_free_memory
 
 T = TypeVar("T")
 
+WORKER_THREAD_PREFIX = "asr-worker"
 _job = threading.local()  # .cancellation: the Cancellation of the job this thread runs
 
 
@@ -77,7 +81,7 @@ class BoundedWorkerPool:
     """``workers`` threads plus a waiting line of at most ``max_queue`` jobs."""
 
     def __init__(self, workers: int, max_queue: int) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="asr-worker")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=WORKER_THREAD_PREFIX)
         self.threads = workers
         self._capacity = workers + max_queue
         self._admitted = 0  # running + waiting jobs
@@ -102,9 +106,13 @@ class BoundedWorkerPool:
         except BaseException:
             self._release()
             raise
+        # Callbacks run in the order they were added: first the one that hands
+        # the result to the event loop, then the one that frees the slot (and,
+        # when the pool goes idle, memory), so the caller never waits for that.
+        result = asyncio.wrap_future(future)
         future.add_done_callback(self._release)
         try:
-            return await asyncio.wrap_future(future)
+            return await result
         except asyncio.CancelledError:
             cancellation.cancel()  # a running job may stop waiting (batching)
             raise
@@ -119,7 +127,7 @@ class BoundedWorkerPool:
         if threads == self.threads:
             return
         old = self._executor
-        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="asr-worker")
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=WORKER_THREAD_PREFIX)
         self.threads = threads
         old.shutdown(wait=False)
 
@@ -139,3 +147,9 @@ class BoundedWorkerPool:
     def _release(self, _future: Future | None = None) -> None:
         with self._lock:
             self._admitted -= 1
+            idle = self._admitted == 0
+        # A done callback runs in the worker thread once the result is set, so
+        # the caller already has it; a job that was done before its callback was
+        # added calls back on the event loop, which must not block on this.
+        if idle and threading.current_thread().name.startswith(WORKER_THREAD_PREFIX):
+            release_free_memory()
