@@ -1,0 +1,131 @@
+"""The ASR worker pool hands freed memory back only when idle, never before a
+caller has its result (asr_service/worker_pool.py, free_memory.py).
+
+test_memory.py shows the outcome over 200 real requests; these pin down the
+rules with jobs that only sleep, in milliseconds: one hand-back per idle
+moment, none while another job runs or waits, always from a worker thread
+and after the awaiting caller has its result. The last checks that glibc
+really gets the pages back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from scripts.stack import REPO
+
+PACKAGE = REPO / "asr-service" / "asr_service"
+
+
+def _load_worker_pool():
+    """asr_service.worker_pool by path: the test venv does not install the
+    service (the pool needs only the standard library and grpc)."""
+    spec = importlib.util.spec_from_file_location(
+        "asr_service", PACKAGE / "__init__.py", submodule_search_locations=[str(PACKAGE)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("asr_service", package)
+    spec.loader.exec_module(package)
+    return importlib.import_module("asr_service.worker_pool")
+
+
+worker_pool = _load_worker_pool()
+
+
+class HandBacks:
+    """Stands in for release_free_memory: records the calling thread, and
+    refuses to return until ``caller_has_result`` is set, so a hand-back run
+    before the result reached its caller would hold that result back and show
+    up as a timeout."""
+
+    def __init__(self) -> None:
+        self.threads: list[str] = []
+        self.caller_has_result = threading.Event()
+        self.held_the_result_back = False
+
+    def __call__(self) -> None:
+        self.threads.append(threading.current_thread().name)
+        if not self.caller_has_result.wait(timeout=5):
+            self.held_the_result_back = True
+
+
+@pytest.fixture
+def hand_backs(monkeypatch):
+    recorder = HandBacks()
+    monkeypatch.setattr(worker_pool, "release_free_memory", recorder)
+    return recorder
+
+
+def slow_text() -> str:
+    time.sleep(0.05)
+    return "text"
+
+
+def test_an_idle_pool_hands_memory_back_after_the_caller_has_its_result(hand_backs):
+    async def one_job():
+        pool = worker_pool.BoundedWorkerPool(workers=1, max_queue=2)
+        # Long enough to be running when the pool adds its callbacks (a job
+        # done before that calls back on the event loop, which never trims).
+        result = await asyncio.wait_for(pool.run(slow_text), timeout=10)
+        hand_backs.caller_has_result.set()
+        await asyncio.sleep(0.05)
+        pool.shutdown()
+        return result
+
+    assert asyncio.run(one_job()) == "text"
+    assert not hand_backs.held_the_result_back
+    assert len(hand_backs.threads) == 1
+    assert hand_backs.threads[0].startswith(worker_pool.WORKER_THREAD_PREFIX)
+
+
+def test_no_hand_back_while_another_job_runs_or_waits(hand_backs):
+    hand_backs.caller_has_result.set()  # ordering is the first test's concern
+
+    async def two_jobs_then_one():
+        pool = worker_pool.BoundedWorkerPool(workers=1, max_queue=2)
+        # The first finishes while the second waits for the only worker.
+        await asyncio.gather(pool.run(time.sleep, 0.05), pool.run(time.sleep, 0.05))
+        await asyncio.sleep(0.05)
+        after_two = len(hand_backs.threads)
+        await pool.run(time.sleep, 0.01)
+        await asyncio.sleep(0.05)
+        pool.shutdown()
+        return after_two, len(hand_backs.threads)
+
+    after_two, after_three = asyncio.run(two_jobs_then_one())
+    assert (after_two, after_three) == (1, 2)
+
+
+# A process that frees 128 MiB of 64 KiB blocks while one block allocated
+# after them keeps the heap's top in use, so glibc's automatic trimming (top
+# of the heap only) gives nothing back, then calls release_free_memory.
+FREED_IN_THE_MIDDLE = f"""
+import sys
+sys.path.insert(0, {str(PACKAGE.parent)!r})
+from asr_service.free_memory import release_free_memory
+
+def rss_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+
+blocks = [bytearray(64 * 1024) for _ in range(2048)]
+pin = bytearray(64 * 1024)
+del blocks
+freed = rss_mib()
+release_free_memory()
+print(freed, rss_mib())
+"""
+
+
+def test_release_free_memory_gives_glibc_free_pages_back():
+    out = subprocess.run([sys.executable, "-c", FREED_IN_THE_MIDDLE],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    freed, released = map(int, out.split())
+    assert freed - released >= 100, (freed, released)
