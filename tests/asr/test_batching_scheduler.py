@@ -12,27 +12,16 @@ what it was given instead of running Whisper, so these take milliseconds.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 import time
 from concurrent.futures import CancelledError
 
 import pytest
 
-from scripts.stack import REPO
+from tests.asr.service_code import service_module
 
 
-def _load_batching():
-    """asr_service.batching by path: the test venv does not install the service
-    (the module imports nothing but the standard library)."""
-    path = REPO / "asr-service" / "asr_service" / "batching.py"
-    spec = importlib.util.spec_from_file_location("asr_batching", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-batching = _load_batching()
+batching = service_module("batching")
 
 
 class Recorder:

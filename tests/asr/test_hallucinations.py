@@ -19,13 +19,12 @@ freely (larger models are known to), not against this one regressing.
 
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 import pytest
 from chatbot_protos.asr.v1 import asr_pb2
 
-from scripts.stack import REPO
+from tests.asr.service_code import service_module
 from tests.support import audio_clips as clips
 from tests.support.services import asr_stub
 
@@ -34,16 +33,7 @@ RATE = 16000
 SECONDS = 10.0
 
 
-def _load_inventions():
-    """asr_service.hallucinations by path: the test venv does not install the service."""
-    path = REPO / "asr-service" / "asr_service" / "hallucinations.py"
-    spec = importlib.util.spec_from_file_location("asr_hallucinations", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-inventions = _load_inventions()
+inventions = service_module("hallucinations")
 
 
 def white_noise(dbfs: float, seed: int) -> np.ndarray:

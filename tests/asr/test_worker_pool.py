@@ -11,7 +11,6 @@ really gets the pages back.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import subprocess
 import sys
 import threading
@@ -19,23 +18,9 @@ import time
 
 import pytest
 
-from scripts.stack import REPO
+from tests.asr.service_code import PACKAGE, service_module
 
-PACKAGE = REPO / "asr-service" / "asr_service"
-
-
-def _load_worker_pool():
-    """asr_service.worker_pool by path: the test venv does not install the
-    service (the pool needs only the standard library and grpc)."""
-    spec = importlib.util.spec_from_file_location(
-        "asr_service", PACKAGE / "__init__.py", submodule_search_locations=[str(PACKAGE)])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("asr_service", package)
-    spec.loader.exec_module(package)
-    return importlib.import_module("asr_service.worker_pool")
-
-
-worker_pool = _load_worker_pool()
+worker_pool = service_module("worker_pool")
 
 
 class HandBacks:
