@@ -261,7 +261,11 @@ def test_a_server_that_dies_mid_answer_ends_the_stream_with_unavailable(chat_add
         assert "lost the connection" in caught.value.details()  # near: the dropped connection, passed on
         assert len(received) >= 2 and not any(r.HasField("final") for r in received)
 
-        # Down for good: near cannot connect at all now.
+        # Down for good: near cannot connect at all now. Waiting for the exit
+        # first: SIGKILL is asynchronous, and until the dying gateway's
+        # listening socket is closed the kernel can still accept a connection
+        # and then reset it ("lost the connection", seen once in CI).
+        doomed.process.wait(timeout=30)
         with grpc.insecure_channel(near) as near_channel:
             error = rpc_error(lambda: chat(chat_pb2_grpc.ChatServiceStub(near_channel), user("hola"), timeout=10))
         assert error.code() == grpc.StatusCode.UNAVAILABLE
