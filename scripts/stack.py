@@ -38,10 +38,21 @@ NGINX_TEMPLATES = REPO / "frontend" / "nginx"
 CHAT_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": "131072"}
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free now: each socket stays bound until all are
+    chosen, so the OS cannot hand the same port out twice."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
 @dataclass
@@ -78,8 +89,8 @@ class StackConfig:
 
     @classmethod
     def on_free_ports(cls, run_dir: Path, **overrides) -> "StackConfig":
-        ports = dict(http_port=free_port(), https_port=free_port(), gateway_port=free_port(),
-                     asr_port=free_port(), chat_port=free_port())
+        names = ("http_port", "https_port", "gateway_port", "asr_port", "chat_port")
+        ports = dict(zip(names, free_ports(len(names))))
         return cls(run_dir=run_dir, **{**ports, **overrides})
 
     @property

@@ -29,6 +29,7 @@ import unicodedata
 import wave
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -327,7 +328,10 @@ def test_a_chat_becomes_a_conversation_that_survives_a_reload_and_can_be_renamed
     expect(page.locator(row), "the conversation is not in the sidebar").to_have_count(1, timeout=10_000)
     item = page.locator(f"{row} .conversation-open")
     expect(item).to_have_attribute("aria-current", "page")
-    assert item.text_content().startswith("Hola, me llamo")  # named after the first message
+    # Named after the first message. The row is there from the start, "Sin título"; the
+    # title comes with the list reloaded after the turn, so wait for it rather than read it.
+    expect(item, "the conversation was not named after the first message") \
+        .to_have_text(re.compile(r"^Hola, me llamo"), timeout=10_000)
 
     # Copy and edit-last work without the model.
     reply.locator(".copy-button").click()
@@ -363,7 +367,12 @@ def test_a_chat_becomes_a_conversation_that_survives_a_reload_and_can_be_renamed
     expect(field).to_be_visible(timeout=5_000)
     field.press("Control+a")
     field.press_sequentially("Presentaciones")
-    field.press("Enter")
+    # The page shows the new title before the gateway has it (and puts the old one back if
+    # the PATCH fails): wait for the PATCH's answer before asking the gateway.
+    with page.expect_response(lambda response: response.request.method == "PATCH"
+                              and urlsplit(response.url).path == f"/api/conversations/{conversation_id}",
+                              timeout=10_000):
+        field.press("Enter")
     expect(page.locator(f"{row} .conversation-open"), "the new title is not shown") \
         .to_have_text("Presentaciones", timeout=10_000)
     assert httpx.get(f"{nginx_url}/api/conversations/{conversation_id}", timeout=10).json()["title"] \
@@ -560,6 +569,22 @@ def test_recording_from_the_microphone_over_https_puts_the_transcript_in_the_tex
         new MutationObserver(() => { if (live.textContent) window.liveSeen.push(live.textContent); })
           .observe(live, { childList: true, characterData: true, subtree: true });
       }""")
+    # Every POST to the upload endpoint (the fallback when the live socket fails; the
+    # socket itself is /api/transcribe/stream, a WebSocket, not counted here).
+    uploads: list[str] = []
+
+    def count_upload(request) -> None:
+        if request.method == "POST" and urlsplit(request.url).path == "/api/transcribe":
+            uploads.append(request.url)
+
+    page.on("request", count_upload)
+    try:
+        record_and_check_the_transcript(page, shots, uploads)
+    finally:
+        page.remove_listener("request", count_upload)  # the page is shared with the next tests
+
+
+def record_and_check_the_transcript(page: Page, shots: Path, uploads: list[str]) -> None:
     record = by_id(page, "record-button")
     record.click()  # a tap: recording goes on until the next tap
     expect(record, "recording did not start").to_have_text("Parar grabación", timeout=20_000)
@@ -588,9 +613,15 @@ def test_recording_from_the_microphone_over_https_puts_the_transcript_in_the_tex
     assert "madrid" in plain(transcript), transcript
     expect(record).to_have_text("Grabar voz")
     assert record.is_enabled()
-    # The streaming endpoint answered while the user spoke (not only the upload at the end).
+    # The streaming endpoint answered while the user spoke (not only the upload at the end):
+    # the live transcript showed text while recording, and the text in the box came from
+    # the socket's finals, since the upload (voice.js finish(): the only other way to get
+    # text) never ran. Which words the live line showed is not checked: it is drawn on the
+    # next animation frame, so the last final can miss the DOM before the socket's close
+    # clears it, and the interim results (greedy, short window) misspell words ("mafid").
     seen = page.evaluate("window.liveSeen")
-    assert any("madrid" in plain(text) for text in seen), seen
+    assert seen, "the live transcript never showed any text while recording"
+    assert not uploads, f"the clip was uploaded, so the live transcript did not carry the text: {uploads}"
     assert messages(page, "user").count() == 0, "the transcript was sent without the user checking it"
     expect(by_id(page, "send-button")).to_be_enabled()
     snap(page, shots / "transcript-in-box.png")
@@ -638,12 +669,14 @@ def test_stop_cuts_the_answer_short_and_the_next_message_still_gets_an_answer(pa
         const n = document.querySelector('#messages .message.assistant .text');
         return Boolean(n && n.textContent.trim()) || document.getElementById('stop-button').disabled;
       }""", timeout=ANSWER_MS, poll=20, message="no assistant text appeared")
-    snap(page, shots / "stop-streaming.png")
+    # Stop at once: the answer is short (the stack's token cap), and anything slow in
+    # between (a full-page screenshot on a busy CPU) can let it finish before the click.
     clicked = time.monotonic()
     stop.click(timeout=5_000)
     wait_until(page, "() => !document.getElementById('send-button').disabled", timeout=10_000, poll=20,
                message="the page did not return to idle after Stop")
     to_idle = time.monotonic() - clicked
+    snap(page, shots / "stop-streaming.png")
 
     reply = messages(page, "assistant").first
     expect(messages(page, "assistant")).to_have_count(1)
@@ -652,8 +685,8 @@ def test_stop_cuts_the_answer_short_and_the_next_message_still_gets_an_answer(pa
     # so the model had not finished when the page went idle.
     assert "Detenido." in info and "tokens" not in info, info
     assert reply.locator(".error").count() == 0
-    stopped_text = part(reply, ".text")
-    assert stopped_text.strip()
+    stopped_text = part(reply, ".text").strip()
+    assert stopped_text, "Stop came before any text was shown"
     assert "streaming" not in classes(reply)
     assert stop.is_disabled()
     assert to_idle < 5, f"Stop took {to_idle:.1f} s to return the page to idle"
@@ -676,7 +709,12 @@ def test_stop_cuts_the_answer_short_and_the_next_message_still_gets_an_answer(pa
     restored = messages(page, "assistant").first
     assert "Respuesta incompleta." in part(restored, ".info")
     snap(page, shots / "stopped-after-reload.png")
-    assert stopped_text.startswith(part(restored, ".text").strip()[:10])
+    # The stored text begins with what was shown when Stop was clicked (it may go on: the
+    # gateway keeps tokens the page had not drawn yet). Stop may come after only a few
+    # characters, so compare as many as were shown, up to 10.
+    prefix = min(10, len(stopped_text))
+    assert part(restored, ".text").strip()[:prefix] == stopped_text[:prefix], \
+        (part(restored, ".text"), stopped_text)
 
 
 def test_a_network_drop_keeps_the_draft_and_retry_sends_it(page, nginx_url, console, shots):

@@ -4,6 +4,8 @@ session cookie; signing out brings the form back."""
 
 from __future__ import annotations
 
+import re
+
 from playwright.sync_api import Page, expect
 
 from tests.support.browser import chromium, screenshot_folder, snap
@@ -50,9 +52,12 @@ def test_sign_in_then_chat_then_sign_out(secured, tmp_path):
         assert reply.locator(".text").inner_text().strip()
         assert reply.locator(".error").count() == 0
         # The chat became a conversation of this user, listed in the sidebar.
+        # It is listed at once as "Sin título"; its title comes with the list reloaded after
+        # the turn ends, so wait for it rather than read it.
         titles = page.locator("#conversation-list .conversation-open")
         expect(titles.first).to_be_visible(timeout=FORM_MS)
-        assert titles.first.inner_text().startswith("Hola")
+        expect(titles.first, "the conversation was not named after the first message") \
+            .to_have_text(re.compile(r"^Hola"), timeout=FORM_MS)
         snap(page, shots / "signed-in-chat.png")
 
         page.locator("#sign-out-button").click()

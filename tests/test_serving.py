@@ -87,6 +87,20 @@ def test_a_port_in_use_is_a_clear_error_and_exit_status_1(caplog):
     assert f"demo cannot listen on 127.0.0.1:{port}" in caplog.text
 
 
+def test_a_port_another_service_serves_on_is_refused_not_shared():
+    async def two_on_one_port() -> None:
+        first = ModelServer("first", [SERVICE], 1 << 20)
+        port = first.bind("127.0.0.1", 0)
+        await first.server.start()
+        try:
+            with pytest.raises(CannotListen, match=f"second cannot listen on 127.0.0.1:{port}"):
+                ModelServer("second", [SERVICE], 1 << 20).bind("127.0.0.1", port)
+        finally:
+            await first.server.stop(None)
+
+    asyncio.run(two_on_one_port())
+
+
 def test_bind_raises_cannot_listen_naming_the_address():
     async def bind() -> None:
         ModelServer("demo", [SERVICE], 1 << 20).bind("256.0.0.1", 0)

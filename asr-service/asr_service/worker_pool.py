@@ -20,6 +20,7 @@ after the caller has its result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -148,8 +149,14 @@ class BoundedWorkerPool:
         with self._lock:
             self._admitted -= 1
             idle = self._admitted == 0
+        if not idle:
+            return
         # A done callback runs in the worker thread once the result is set, so
-        # the caller already has it; a job that was done before its callback was
-        # added calls back on the event loop, which must not block on this.
-        if idle and threading.current_thread().name.startswith(WORKER_THREAD_PREFIX):
+        # the caller already has it. A job that was done before its callback was
+        # added calls back on the event loop, which must not block on this: a
+        # worker does it instead.
+        if threading.current_thread().name.startswith(WORKER_THREAD_PREFIX):
             release_free_memory()
+        else:
+            with contextlib.suppress(RuntimeError):  # the pool is shutting down
+                self._executor.submit(release_free_memory)

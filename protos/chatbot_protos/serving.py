@@ -113,6 +113,9 @@ class ModelServer:
             # MAX_UPLOAD_MB so that what the gateway accepts also fits here.
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            # gRPC sets SO_REUSEPORT by default on Linux: a second service on a
+            # taken port would bind and silently share its calls with the first.
+            ("grpc.so_reuseport", 0),
         ])
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

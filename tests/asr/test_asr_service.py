@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import random
 import threading
-import time
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -218,23 +218,25 @@ def test_audio_longer_than_the_limit_is_invalid_argument(strict_stub):
 
 def test_full_queue_refuses_with_resource_exhausted_and_recovers(strict_stub, longer_samples):
     audio = clips.encode(*longer_samples, "webm")
-    first: dict[str, object] = {}
+    # Three calls released together at one worker with no queue: one is taken,
+    # the others find it busy (no sleep guessing when the first has started).
+    together = threading.Barrier(3)
 
-    def occupy_the_only_worker() -> None:
+    def call() -> object:
+        together.wait()
         try:
-            first["reply"] = transcribe(strict_stub, audio)
-        except grpc.RpcError as error:  # reported below, not lost in the thread
-            first["error"] = error
+            return transcribe(strict_stub, audio)
+        except grpc.RpcError as error:  # returned, not lost in the thread
+            return error
 
-    worker = threading.Thread(target=occupy_the_only_worker)
-    worker.start()
-    time.sleep(0.5)  # the first call is decoding/transcribing for >1 s by now
-    error = refusal(strict_stub, audio)
-    worker.join(TIMEOUT)
-
-    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
-    assert "busy" in error.details()
-    assert "error" not in first, first.get("error")
-    assert "madrid" in plain(first["reply"].text)
+    with ThreadPoolExecutor(3) as pool:
+        outcomes = list(pool.map(lambda _: call(), range(3)))
+    refused = [o for o in outcomes if isinstance(o, grpc.RpcError)]
+    answered = [o for o in outcomes if not isinstance(o, grpc.RpcError)]
+    assert refused and answered, outcomes
+    for error in refused:
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+        assert "busy" in error.details()
+    assert all("madrid" in plain(reply.text) for reply in answered)
     # The slot is free again once the first call is done.
     assert "madrid" in plain(transcribe(strict_stub, audio).text)

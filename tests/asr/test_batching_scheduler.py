@@ -65,8 +65,11 @@ def make():
 def test_concurrent_requests_share_one_batch_and_get_their_own_results(make):
     recorder = Recorder()
     batcher = make(recorder, batch_size=4, window=0.5)
-    first = batcher.submit("es", [1, 2])
-    second = batcher.submit("es", [10, 20])  # full: 4 chunks, no need to wait the window
+    # As the service does while requests are still being prepared: a lone
+    # waiting request would otherwise run at once if this thread were slow.
+    with batcher.incoming():
+        first = batcher.submit("es", [1, 2])
+        second = batcher.submit("es", [10, 20])  # full: 4 chunks, no need to wait the window
     assert first.result(5) == [2, 4]
     assert second.result(5) == [20, 40]
     assert len(recorder.batches) == 1

@@ -71,11 +71,17 @@ def test_an_idle_pool_hands_memory_back_after_the_caller_has_its_result(hand_bac
 
 def test_no_hand_back_while_another_job_runs_or_waits(hand_backs):
     hand_backs.caller_has_result.set()  # ordering is the first test's concern
+    gate = threading.Event()
 
     async def two_jobs_then_one():
         pool = worker_pool.BoundedWorkerPool(workers=1, max_queue=2)
-        # The first finishes while the second waits for the only worker.
-        await asyncio.gather(pool.run(time.sleep, 0.05), pool.run(time.sleep, 0.05))
+        # The first job holds the only worker until both are admitted (each
+        # task admits in its first step, which runs before this one resumes);
+        # then the first finishes while the second waits.
+        both = asyncio.gather(pool.run(gate.wait, 10), pool.run(gate.wait, 10))
+        await asyncio.sleep(0)
+        gate.set()
+        await both
         await asyncio.sleep(0.05)
         after_two = len(hand_backs.threads)
         await pool.run(time.sleep, 0.01)
@@ -85,6 +91,30 @@ def test_no_hand_back_while_another_job_runs_or_waits(hand_backs):
 
     after_two, after_three = asyncio.run(two_jobs_then_one())
     assert (after_two, after_three) == (1, 2)
+
+
+def test_a_job_done_before_the_pool_adds_its_callbacks_is_handed_back_by_a_worker(hand_backs, monkeypatch):
+    hand_backs.caller_has_result.set()
+    wrap_future = asyncio.wrap_future
+
+    def wrap_when_done(future, **kwargs):
+        future.result(timeout=10)  # so the slot-freeing callback runs on the event loop
+        return wrap_future(future, **kwargs)
+
+    monkeypatch.setattr(asyncio, "wrap_future", wrap_when_done)
+
+    async def one_quick_job():
+        pool = worker_pool.BoundedWorkerPool(workers=1, max_queue=2)
+        result = await pool.run(str.upper, "text")
+        deadline = time.monotonic() + 5  # the event loop passed the hand-back to a worker
+        while not hand_backs.threads and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        pool.shutdown()
+        return result
+
+    assert asyncio.run(one_quick_job()) == "TEXT"
+    assert len(hand_backs.threads) == 1
+    assert hand_backs.threads[0].startswith(worker_pool.WORKER_THREAD_PREFIX)
 
 
 # A process that frees 128 MiB of 64 KiB blocks while one block allocated

@@ -7,12 +7,13 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from scripts.stack import free_port
+from scripts.stack import free_ports
 from tests.support.services import gateway_service
 
 @pytest.fixture
 def ports():
-    return {"chat": free_port(), "asr": free_port()}
+    chat, asr = free_ports(2)
+    return {"chat": chat, "asr": asr}
 
 
 @pytest.fixture

@@ -103,8 +103,8 @@ def stream_with_sigterm_mid_answer(client: httpx.Client, process) -> list[str]:
         names = []
         for name, _ in read_events(response):
             names.append(name)
-            if names.count("delta") == 1:
-                process.send_signal(signal.SIGTERM)  # asked to stop mid-answer
+            if name == "delta" and names.count("delta") == 1:
+                process.send_signal(signal.SIGTERM)  # asked to stop mid-answer, once (a second one forces the exit)
     return names
 
 

@@ -4,6 +4,7 @@ MAX_STREAMS_PER_USER=2, one allowed origin)."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from contextlib import ExitStack
 
@@ -22,20 +23,29 @@ def bearer(key: str) -> dict:
 def test_model_calls_beyond_the_rate_are_429_with_retry_after_for_that_user_only(secured):
     _, key = secured.new_user("hasty")
     _, other = secured.new_user("patient")
-    # Calls without audio are refused (400) after they are counted: no model work needed.
-    codes = [httpx.post(secured.url + "/api/transcribe", headers=bearer(key)).status_code
-             for _ in range(SECURED_RATE_PER_MINUTE)]
-    assert set(codes) == {400}
-    refused = httpx.post(secured.url + "/api/transcribe", headers=bearer(key))
-    assert refused.status_code == 429 and refused.json()["error_type"] == "rate_limited"
-    assert str(SECURED_RATE_PER_MINUTE) in refused.json()["error"]
-    assert 1 <= int(refused.headers["retry-after"]) <= 60 // SECURED_RATE_PER_MINUTE + 1
-    # /v1 says the same in OpenAI's shape.
-    v1 = httpx.post(secured.url + "/v1/chat/completions", headers=bearer(key),
-                    json={"model": "x", "messages": [{"role": "user", "content": "hola"}]})
-    assert v1.status_code == 429 and v1.json()["error"]["type"] == "rate_limit_error"
-    # Listing data is not a model call; another user is not affected.
-    assert httpx.get(secured.url + "/api/conversations", headers=bearer(key)).status_code == 200
+    with httpx.Client(base_url=secured.url, headers=bearer(key)) as client:
+        # Calls without audio are refused (400) after they are counted: no model
+        # work needed. The bucket refills one call every 60/rate s, so a slow
+        # machine may get a few more through; counted, not assumed.
+        started, codes = time.monotonic(), []
+        while len(codes) < 2 * SECURED_RATE_PER_MINUTE and 429 not in codes:
+            refused = client.post("/api/transcribe")
+            codes.append(refused.status_code)
+        refilled = math.ceil((time.monotonic() - started) * SECURED_RATE_PER_MINUTE / 60)
+        assert codes[-1] == 429 and set(codes[:-1]) == {400}, codes
+        assert SECURED_RATE_PER_MINUTE <= len(codes) - 1 <= SECURED_RATE_PER_MINUTE + refilled, codes
+        assert refused.json()["error_type"] == "rate_limited"
+        assert str(SECURED_RATE_PER_MINUTE) in refused.json()["error"]
+        assert 1 <= int(refused.headers["retry-after"]) <= 60 // SECURED_RATE_PER_MINUTE + 1
+        # /v1 says the same in OpenAI's shape (a second try if a call refilled in between).
+        for _ in range(2):
+            v1 = client.post("/v1/chat/completions", json={"model": "x", "messages": [{"role": "user", "content": "hola"}]})
+            if v1.status_code == 429:
+                break
+        assert v1.status_code == 429 and v1.json()["error"]["type"] == "rate_limit_error"
+        # Listing data is not a model call.
+        assert client.get("/api/conversations").status_code == 200
+    # Another user is not affected.
     assert httpx.post(secured.url + "/api/transcribe", headers=bearer(other)).status_code == 400
 
 

@@ -148,17 +148,22 @@ async def transcribe_stream(websocket: WebSocket) -> None:
     """Transcribes a live recording while it is made: audio frames in, JSON events out."""
     settings, clients = websocket.app.state.settings, websocket.app.state.clients
     request_id = websocket.headers.get("x-request-id") or uuid.uuid4().hex
-    await websocket.accept()
     with DictationMetrics(websocket.app.state.metrics) as observed:
+        # The stream slot is taken before the handshake completes, so a client
+        # whose socket is open holds it (a request sent next counts against it).
+        # A refusal still accepts first: browsers see close codes and events,
+        # never a refused handshake's status.
         try:
             principal = await principal_of(websocket)
             quotas = websocket.app.state.quotas
             quotas.charge(principal.user_id)
             release_slot = quotas.open_stream(principal.user_id)
         except ApiError as error:
+            await websocket.accept()
             await _fail(websocket, error, observed)
             return
         try:
+            await websocket.accept()
             await _transcribe(websocket, settings, clients, request_id, observed)
         finally:
             release_slot()
