@@ -1,10 +1,10 @@
 """``python -m asr_service``: run the gRPC speech-to-text server."""
 
-from .openmp import limit_spinning
+from chatbot_protos.openmp import ASR_SPIN_COUNT, limit_spinning
 
-# Before the server's imports load CTranslate2 (and libgomp, which reads its
-# environment once): see openmp.py.
-limit_spinning()
+# Before the engine loads CTranslate2 (and libgomp, which reads its
+# environment once): chatbot_protos/openmp.py says why.
+limit_spinning(ASR_SPIN_COUNT)
 
 from .server import main  # noqa: E402
 
