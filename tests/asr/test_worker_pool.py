@@ -55,8 +55,8 @@ def slow_text() -> str:
 def test_an_idle_pool_hands_memory_back_after_the_caller_has_its_result(hand_backs):
     async def one_job():
         pool = worker_pool.BoundedWorkerPool(workers=1, max_queue=2)
-        # Long enough to be running when the pool adds its callbacks (a job
-        # done before that calls back on the event loop, which never trims).
+        # Long enough to be running when the pool adds its callbacks, so the
+        # hand-back runs on the path under test (the other path has its own test).
         result = await asyncio.wait_for(pool.run(slow_text), timeout=10)
         hand_backs.caller_has_result.set()
         await asyncio.sleep(0.05)

@@ -4,8 +4,8 @@ import sys
 
 from chatbot_protos.openmp import CHAT_SPIN_COUNT, limit_spinning
 
-# Before the server's imports load PyTorch (and libgomp, which reads its
-# environment once): chatbot_protos/openmp.py says why.
+# Before anything loads PyTorch (and libgomp, which reads its environment
+# once): chatbot_protos/openmp.py says why.
 limit_spinning(CHAT_SPIN_COUNT)
 
 from .server import main  # noqa: E402
